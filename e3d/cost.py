@@ -78,7 +78,7 @@ def cost(spec: ArchSpec) -> Cost:
     layers = 1
     if spec.family == "x3d":  # X3D's depthwise temporal conv after the stem
         flops += stem.out * X3D_STEM_TEMPORAL_KERNEL * t * size * size
-        params += stem.out * X3D_STEM_TEMPORAL_KERNEL + 2 * stem.out
+        params += stem.out * X3D_STEM_TEMPORAL_KERNEL
         layers += 1
     cin = stem.out
     for stage in spec.stages:
