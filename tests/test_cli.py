@@ -1,0 +1,62 @@
+"""The e3d command line: output format and exit codes."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from e3d import zoo
+from e3d.cli import main
+
+
+def test_score_zoo_entry(capsys):
+    assert main(["score", "--zoo", "E3D-S"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert {"name", "flops", "params", "layers", "stentr", "homoentr"} <= set(row)
+    assert row["stentr"] == pytest.approx(202.856, abs=1e-3)
+    assert row["flops"] == 1888642048
+
+
+def test_score_files_one_line_per_spec(tmp_path, capsys):
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps([zoo.get("E3D-S").to_dict(), zoo.get("X3D-S").to_dict()]))
+    assert main(["score", str(path)]) == 0
+    names = [json.loads(line)["name"] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["E3D-S", "X3D-S"]
+
+
+def test_zoo_list_and_print(capsys):
+    assert main(["zoo"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == zoo.names()
+    assert main(["zoo", "E3D-M"]) == 0
+    assert json.loads(capsys.readouterr().out)["stages"][4]["bottleneck"] == 464
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["score", "missing.json"], "missing.json: no such file"),
+    (["score", "--zoo", "E3D-XL"], "no zoo entry named 'E3D-XL'"),
+    (["score"], "nothing to score"),
+    (["zoo", "nope"], "no zoo entry named 'nope'"),
+])
+def test_bad_input_exit_2(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_invalid_spec_and_infinite_score(tmp_path, capsys):
+    bad = zoo.get("E3D-S").to_dict()
+    bad["stages"][0]["kernel"] = [1, 4, 4]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["score", str(tmp_path / "bad.json")]) == 2
+    assert "stages[0].kernel" in capsys.readouterr().err
+    # at 3x96^2 the last stage sees a 3x3x3 feature map with a 3x3x3 kernel: STEntr is infinite
+    assert main(["score", "--zoo", "E3D-init-S", "--frames", "3", "--size", "96"]) == 2
+    assert "3x3x3 is parallel to kernel 3x3x3" in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "e3d.cli", "score", "--zoo", "X3D-M"], capture_output=True,
+                         text=True, check=True).stdout
+    assert json.loads(out)["name"] == "X3D-M"

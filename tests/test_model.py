@@ -1,0 +1,53 @@
+"""The model builder: shapes, training behaviour and the blocks DESIGN.md describes."""
+import pytest
+import torch
+from torch import nn
+
+from e3d import zoo
+from e3d.model import InvertedBottleneck, SqueezeExcite, build_model
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_forward_shape_every_zoo_entry(name):
+    spec = zoo.get(name).with_input(frames=5, size=48)  # small input; the spec's own size on meta in test_cost
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 3, 5, 48, 48))
+    assert y.shape == (2, spec.num_classes)
+    assert torch.isfinite(y).all()
+
+
+def test_backward_and_num_classes_override():
+    spec = zoo.get("E3D-init-S").with_input(frames=4, size=32)
+    model = build_model(spec, num_classes=7).train()
+    loss = nn.functional.cross_entropy(model(torch.randn(2, 3, 4, 32, 32)), torch.tensor([1, 6]))
+    loss.backward()
+    assert model.classifier.out.out_features == 7
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_block_layout_matches_design():
+    model = build_model(zoo.get("E3D-S"))
+    stage = model.stages[1]  # 24 -> 48, stride 2, 6 blocks, 3x3x3
+    first, second = stage[0], stage[1]
+    assert isinstance(first, InvertedBottleneck)
+    assert first.depthwise[0].groups == 96 and first.depthwise[0].stride == (1, 2, 2)
+    assert isinstance(first.shortcut, nn.Sequential)  # width changes: 1x1x1 conv + BN
+    assert isinstance(second.shortcut, nn.Identity)
+    assert [isinstance(b.se, SqueezeExcite) for b in stage] == [True, False] * 3
+    assert isinstance(model.stages[0][0].shortcut, nn.AvgPool3d)  # 24 -> 24 with stride 2
+    assert model.classifier.dropout.p == 0.5 and model.classifier.fc.out_features == 2048
+
+
+def test_odd_spatial_sizes_follow_ceil():
+    spec = zoo.get("E3D-L").with_input(frames=4, size=78)  # 39 -> 20 after stride 2, like 312 in the paper
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        feats = model.features(torch.randn(1, 3, 4, 78, 78))
+    assert feats.shape == (1, 512, 4, 3, 3)  # 78 -> 39 -> 20 -> 10 -> 5 -> 5 -> 3
+
+
+def test_x3d_family_blocks():
+    model = build_model(zoo.get("X3D-S"))
+    assert model.stem[1].kernel_size == (5, 1, 1) and model.stem[1].groups == 24
+    assert isinstance(model.stages[0][0].act, nn.SiLU)
