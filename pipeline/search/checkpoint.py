@@ -1,0 +1,246 @@
+"""Checkpoints of the island search as Parquet on any pyarrow filesystem.
+
+Layout under ``<out_dir>/checkpoint/`` (``out_dir`` is a local path, a URI that
+``pyarrow.fs.FileSystem.from_uri`` understands, or a path on an explicit ``pyarrow.fs.FileSystem``)::
+
+    state.parquet                 one row per island: round, RNG state and counters (JSON); the file's
+                                  schema metadata ``e3d.search`` holds the settings, the search config, the
+                                  names of the two files below and the MLflow run id. Written last: the commit.
+    population-r000012.parquet    every island's members in order (role "member"), and the migrants waiting
+                                  to enter each island at the next round (role "immigrant"), one row each:
+                                  the genome, its spec JSON, score, FLOPs, params, layers.
+    history-r000012.parquet       one row per island and round plus one per round for the whole search
+                                  (island = -1).
+
+Each file is written to a temporary name and then moved over its final name (an atomic rename on a local
+disk). ``state.parquet`` names the population and history files of its round, and older rounds' files are
+deleted only after it is committed, so a reader always sees one complete round, whenever the writer died.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+FORMAT_VERSION = 1
+META_KEY = b"e3d.search"
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.parquet"
+# Evolution.state_dict() version-1 member layout: stem, stages, head, score, flops, params, layers, seq
+MEMBER_FIELDS = ("stem", "stages", "head", "score", "flops", "params", "layers", "seq")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, or does not match the search being resumed."""
+
+
+# -- filesystems -----------------------------------------------------------------------------------
+def resolve_fs(out_dir: str | Path, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path)`` for a local path, a URI (``s3://``, ``gs://``, ``file://``, ``mock://``...)
+    or a path on an explicit ``filesystem``."""
+    text = str(out_dir)
+    if filesystem is not None:
+        return filesystem, text.rstrip("/") or "/"
+    if "://" in text:
+        fs, path = pafs.FileSystem.from_uri(text)
+        return fs, path.rstrip("/")
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+
+
+def is_local(fs: pafs.FileSystem) -> bool:
+    return isinstance(fs, pafs.LocalFileSystem)
+
+
+def join(*parts: str) -> str:
+    return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def write_table_atomic(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
+    """Write ``table`` to a temporary file beside ``path`` and move it over ``path``."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    pq.write_table(table, tmp, filesystem=fs)
+    try:
+        fs.move(tmp, path)  # LocalFileSystem: rename(2), atomic and replacing
+    except OSError:  # stores whose move refuses to replace
+        if exists(fs, path):
+            fs.delete_file(path)
+        fs.move(tmp, path)
+
+
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(data)
+    try:
+        fs.move(tmp, path)
+    except OSError:
+        if exists(fs, path):
+            fs.delete_file(path)
+        fs.move(tmp, path)
+
+
+# -- the checkpoint ------------------------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    """The whole search state after ``round`` completed rounds.
+
+    ``islands``: each island's ``Evolution.state_dict()``; ``immigrants``: per island, the members (state
+    layout) that enter it at the start of the next round; ``history``: the rows of ``history.parquet`` so
+    far; ``meta``: settings, config and bookkeeping (MLflow run id, restarts, elapsed time).
+    """
+
+    round: int
+    islands: list[dict[str, Any]]
+    immigrants: list[list[list[Any]]]
+    history: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.meta["settings"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+
+def _member_rows(island: int, role: str, members: Sequence[Sequence[Any]],
+                 spec_json: Callable[[tuple], str] | None) -> list[dict[str, Any]]:
+    rows = []
+    for pos, m in enumerate(members):
+        if len(m) != len(MEMBER_FIELDS):
+            raise CheckpointError(f"island {island}: unexpected member layout {m!r} (expected {MEMBER_FIELDS})")
+        stem, stages, head, score, flops, params, layers, seq = m
+        stages = [list(s) for s in stages]
+        rows.append({
+            "island": island, "role": role, "position": pos, "score": float(score), "flops": int(flops),
+            "params": int(params), "layers": int(layers), "seq": int(seq), "stem": int(stem), "head": int(head),
+            "stages": json.dumps(stages, separators=(",", ":")),
+            "spec_json": spec_json((stem, tuple(tuple(s) for s in stages), head)) if spec_json else None,
+        })
+    return rows
+
+
+_POP_SCHEMA = pa.schema([
+    ("island", pa.int32()), ("role", pa.string()), ("position", pa.int32()), ("score", pa.float64()),
+    ("flops", pa.int64()), ("params", pa.int64()), ("layers", pa.int32()), ("seq", pa.int64()),
+    ("stem", pa.int32()), ("head", pa.int32()), ("stages", pa.string()), ("spec_json", pa.string()),
+])
+
+
+def population_table(islands: Sequence[dict[str, Any]], immigrants: Sequence[Sequence[Sequence[Any]]],
+                     spec_json: Callable[[tuple], str] | None = None) -> pa.Table:
+    rows: list[dict[str, Any]] = []
+    for i, state in enumerate(islands):
+        rows += _member_rows(i, "member", state["members"], spec_json)
+    for i, members in enumerate(immigrants):
+        rows += _member_rows(i, "immigrant", members, spec_json)
+    return pa.Table.from_pylist(rows, schema=_POP_SCHEMA)
+
+
+def _state_table(ckpt: Checkpoint, files: dict[str, str]) -> pa.Table:
+    rows = []
+    for i, state in enumerate(ckpt.islands):
+        rest = {k: v for k, v in state.items() if k != "members"}
+        scores = [m[3] for m in state["members"]]
+        rows.append({
+            "island": i, "round": ckpt.round, "iterations": int(state.get("iterations", 0)),
+            "population": len(scores), "best": max(scores) if scores else None,
+            "state_json": json.dumps(rest, separators=(",", ":")),
+        })
+    table = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("island", pa.int32()), ("round", pa.int32()), ("iterations", pa.int64()), ("population", pa.int32()),
+        ("best", pa.float64()), ("state_json", pa.string())]))
+    meta = dict(ckpt.meta) | {"format": FORMAT_VERSION, "round": ckpt.round, "islands": len(ckpt.islands),
+                              "files": files}
+    return table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
+
+
+def _history_table(history: Sequence[dict[str, Any]]) -> pa.Table:
+    if not history:
+        return pa.table({"round": pa.array([], pa.int32()), "island": pa.array([], pa.int32())})
+    return pa.Table.from_pylist(list(history))
+
+
+def checkpoint_dir(root: str) -> str:
+    return join(root, CHECKPOINT_DIR)
+
+
+def save_checkpoint(fs: pafs.FileSystem, root: str, ckpt: Checkpoint,
+                    spec_json: Callable[[tuple], str] | None = None) -> str:
+    """Write ``ckpt`` under ``<root>/checkpoint`` (commit = ``state.parquet``); return the state file path."""
+    cdir = checkpoint_dir(root)
+    fs.create_dir(cdir, recursive=True)
+    tag = f"r{ckpt.round:06d}"
+    files = {"population": f"population-{tag}.parquet", "history": f"history-{tag}.parquet"}
+    write_table_atomic(fs, join(cdir, files["population"]),
+                       population_table(ckpt.islands, ckpt.immigrants, spec_json))
+    write_table_atomic(fs, join(cdir, files["history"]), _history_table(ckpt.history))
+    state_path = join(cdir, STATE_FILE)
+    write_table_atomic(fs, state_path, _state_table(ckpt, files))
+    # the commit is done: older rounds' files (and temporaries of a writer that died) can go
+    keep = set(files.values()) | {STATE_FILE}
+    for info in fs.get_file_info(pafs.FileSelector(cdir)):
+        if info.type == pafs.FileType.File and info.base_name not in keep:
+            name = info.base_name
+            if name.startswith(("population-r", "history-r")) or ".tmp-" in name:
+                try:
+                    fs.delete_file(info.path)
+                except OSError:  # pragma: no cover - a concurrent cleanup
+                    pass
+    return state_path
+
+
+def read_meta(fs: pafs.FileSystem, root: str) -> dict[str, Any] | None:
+    """The committed checkpoint's metadata, or None when there is no checkpoint under ``root``."""
+    path = join(checkpoint_dir(root), STATE_FILE)
+    if not exists(fs, path):
+        return None
+    schema = pq.read_schema(path, filesystem=fs)
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise CheckpointError(f"{path}: not an e3d search checkpoint (no {META_KEY.decode()} metadata)")
+    return json.loads(raw)
+
+
+def load_checkpoint(fs: pafs.FileSystem, root: str) -> Checkpoint | None:
+    """The last committed checkpoint under ``root`` (None when there is none)."""
+    meta = read_meta(fs, root)
+    if meta is None:
+        return None
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format {meta.get('format')!r} is not supported (expected {FORMAT_VERSION})")
+    cdir = checkpoint_dir(root)
+    state = pq.read_table(join(cdir, STATE_FILE), filesystem=fs).to_pylist()
+    n = int(meta["islands"])
+    if sorted(r["island"] for r in state) != list(range(n)):
+        raise CheckpointError(f"{cdir}/{STATE_FILE}: expected rows for islands 0..{n - 1}")
+    try:
+        pop = pq.read_table(join(cdir, meta["files"]["population"]), filesystem=fs).to_pylist()
+        history = pq.read_table(join(cdir, meta["files"]["history"]), filesystem=fs).to_pylist()
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint under {cdir} is incomplete: {exc}") from None
+    members: list[list[tuple[int, list]]] = [[] for _ in range(n)]
+    immigrants: list[list[tuple[int, list]]] = [[] for _ in range(n)]
+    for r in pop:
+        member = [r["stem"], json.loads(r["stages"]), r["head"], r["score"], r["flops"], r["params"], r["layers"],
+                  r["seq"]]
+        (members if r["role"] == "member" else immigrants)[r["island"]].append((r["position"], member))
+    islands = []
+    for row in sorted(state, key=lambda r: r["island"]):
+        island_state = json.loads(row["state_json"])
+        island_state["members"] = [m for _, m in sorted(members[row["island"]], key=lambda t: t[0])]
+        islands.append(island_state)
+    incoming = [[m for _, m in sorted(rows, key=lambda t: t[0])] for rows in immigrants]
+    return Checkpoint(round=int(meta["round"]), islands=islands, immigrants=incoming, history=history,
+                      meta={k: v for k, v in meta.items() if k not in ("format", "round", "islands", "files")})
