@@ -1,0 +1,447 @@
+"""Maximum-entropy evolutionary search (Algorithm 1 of the E3D paper), single process and island-ready.
+
+    config = SearchConfig.from_preset("S", iterations=500_000, seed=0)
+    result = search(config, out_dir="runs/s")          # best.json, population/history parquet, progress.png
+
+For islands (pipeline/), drive :class:`Evolution` directly: ``run(n)`` advances ``n`` iterations and
+returns :class:`ChunkStats`; ``elites(k)`` / ``inject(specs)`` migrate; ``state_dict()`` /
+``Evolution.from_state_dict`` checkpoint and resume bit for bit. Each iteration: pick a parent uniformly,
+mutate two positions (:mod:`e3d.space`), drop it if it is already in the population, over the layer limit
+or a budget, or has an infinite score; else score it and, when the population is over size, discard the
+worst (lowest score; the oldest among equal scores).
+"""
+from __future__ import annotations
+
+import heapq
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from . import zoo
+from .evaluator import SCORE_NAMES, Evaluator
+from .space import (PAPER_BOTTLENECK_RATIOS, PAPER_DEPTH_STEPS, PAPER_KERNELS, PAPER_WIDTH_MULTIPLIERS,
+                    Genome, SearchSpace, seq_or_tuple)
+from .spec import ArchSpec, SpecError, Triple, load_spec
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The paper's search settings for one model size (Table 9 input, Sec. 3.4 budget)."""
+
+    frames: int
+    size: int
+    budget_flops: float
+    max_layers: int
+
+    @property
+    def official_depth_caps(self) -> tuple[int, ...]:
+        """Per-stage block caps of the official implementation (not in the paper): 3 for the first stage,
+        ``max_layers // 3 // 4`` for the others (6 for S/M, 13 for L: exactly E3D-S/M/L's depths)."""
+        return (3,) + (self.max_layers // 3 // 4,) * 4
+
+
+# max_layers: the official E3D configs' layer budgets, which E3D-S/M (83) and E3D-L (167) meet exactly.
+PRESETS = {"S": Preset(13, 160, 1.9e9, 83), "M": Preset(16, 224, 4.7e9, 83), "L": Preset(16, 312, 18.4e9, 167)}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that determines a search; same config + same initial structure = same result."""
+
+    budget_flops: float = 1.9e9  # multiply-accumulates, DESIGN.md's convention
+    budget_params: float | None = None
+    max_layers: int | None = 83  # conv layers: stem + 3 per block + head; None = no limit
+    population_size: int = 512
+    iterations: int = 500_000
+    score: str = "stentr"
+    seed: int = 0
+    preset: str | None = "S"  # input size of the default initial structure (Table 8)
+    frames: int | None = None  # override the preset's input
+    size: int | None = None
+    initial: str | None = None  # zoo name or spec JSON path; default: Table 8 at the preset's input
+    mutation_probs: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)  # kernel/width/btn/depth
+    kernels: tuple[Triple, ...] = PAPER_KERNELS
+    width_multipliers: tuple[float, ...] = PAPER_WIDTH_MULTIPLIERS
+    bottleneck_ratios: tuple[float, ...] = PAPER_BOTTLENECK_RATIOS
+    depth_steps: tuple[int, ...] = PAPER_DEPTH_STEPS
+    width_min: int = 8
+    width_max: int = 640
+    width_step: int = 8
+    min_depth: int = 1
+    max_depth: int | tuple[int, ...] | None = None  # blocks per stage (a tuple: one cap per stage)
+    positions_per_child: int = 2
+    mutate_stem_head: bool = True
+    chunk: int = 5000  # iterations per history row in search()
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORE_NAMES:
+            raise ValueError(f"unknown score {self.score!r}; choose one of {', '.join(SCORE_NAMES)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        for name in ("population_size", "chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.budget_flops <= 0 or (self.budget_params is not None and self.budget_params <= 0):
+            raise ValueError("budgets must be positive")
+        if self.max_layers is not None and self.max_layers < 5:
+            raise ValueError(f"max_layers must be >= 5 (stem, one block, head), got {self.max_layers}")
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> "SearchConfig":
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        p = PRESETS[preset]
+        return cls(**({"preset": preset, "budget_flops": p.budget_flops, "max_layers": p.max_layers}
+                      | overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"SearchConfig: unknown field {unknown[0]!r}")
+        return cls(**{k: seq_or_tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def initial_spec(self) -> ArchSpec:
+        """The initial structure: ``initial`` (zoo name or JSON file) or Table 8 at the preset's input."""
+        if self.initial is None:
+            spec = zoo.initial_structure(self.preset or "S")
+        elif self.initial in zoo.names():
+            spec = zoo.get(self.initial)
+        elif Path(self.initial).is_file():
+            spec = load_spec(self.initial)
+        else:
+            raise SpecError(f"initial structure {self.initial!r}: neither a zoo name nor a spec file")
+        if self.frames or self.size:
+            spec = spec.with_input(self.frames, self.size)
+        return spec
+
+    def space(self, template: ArchSpec) -> SearchSpace:
+        return SearchSpace(template, kernels=self.kernels, width_multipliers=self.width_multipliers,
+                           bottleneck_ratios=self.bottleneck_ratios, depth_steps=self.depth_steps,
+                           width_min=self.width_min, width_max=self.width_max, width_step=self.width_step,
+                           min_depth=self.min_depth, max_depth=self.max_depth,
+                           mutation_probs=self.mutation_probs, positions_per_child=self.positions_per_child,
+                           mutate_stem_head=self.mutate_stem_head)
+
+
+@dataclass(frozen=True)
+class Individual:
+    """A population member: its genome, objective score and cost; ``spec`` decodes it."""
+
+    genome: Genome
+    score: float
+    flops: int
+    params: int
+    layers: int
+    seq: int  # insertion order: the tie-breaker between equal scores (older goes first)
+    space: SearchSpace = field(repr=False, compare=False)
+
+    def spec(self, name: str | None = None) -> ArchSpec:
+        return self.space.decode(self.genome, name)
+
+
+@dataclass
+class ChunkStats:
+    """What happened during one ``run`` call (``iterations`` = sum of the outcome counters)."""
+
+    iterations: int = 0
+    accepted: int = 0  # entered the population
+    worse: int = 0  # scored, but below the worst of a full population
+    duplicates: int = 0  # already in the population
+    over_budget: int = 0  # FLOPs or params budget
+    over_layers: int = 0
+    invalid: int = 0  # infinite STEntr refinement factor
+    best: float = float("-inf")
+    median: float = float("-inf")
+    population: int = 0
+    total_iterations: int = 0  # since the search began, after this chunk
+    wall_s: float = 0.0  # time spent in this chunk
+
+    @property
+    def evaluations(self) -> int:
+        """Candidates that were scored."""
+        return self.accepted + self.worse
+
+    @property
+    def rejected(self) -> int:
+        return self.over_budget + self.over_layers + self.invalid
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.iterations if self.iterations else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"evaluations": self.evaluations, "acceptance_rate": self.acceptance_rate}
+
+
+_COUNTERS = ("accepted", "worse", "duplicates", "over_budget", "over_layers", "invalid")
+
+
+class Evolution:
+    """Algorithm 1's population and loop; see the module docstring."""
+
+    def __init__(self, config: SearchConfig, initial: ArchSpec | Sequence[ArchSpec]):
+        specs = [initial] if isinstance(initial, ArchSpec) else list(initial)
+        if not specs:
+            raise ValueError("Evolution needs an initial structure or population")
+        self.config = config
+        self.space = config.space(specs[0])
+        self.evaluator = Evaluator(specs[0], config.score)
+        self._rng = random.Random(config.seed)
+        self._genomes: list[Genome] = []  # parents are drawn from this list by index
+        self._info: list[tuple[float, int, int, int, int]] = []  # score, flops, params, layers, seq
+        self._index: dict[Genome, int] = {}  # genome -> position in the lists
+        self._heap: list[tuple[float, int, Genome]] = []  # (score, seq): the worst on top
+        self._seq = 0
+        self.iterations = 0
+        self.totals = {name: 0 for name in _COUNTERS}
+        for spec in specs:
+            genome = self.space.encode(spec)
+            if genome in self._index:
+                continue
+            flops, params, layers, score = self.evaluator.evaluate(genome)
+            problem = self.over_limits(flops, params, layers)
+            if problem or score is None:
+                raise SpecError(f"initial structure {spec.name!r} " +
+                                (problem or "has an infinite STEntr refinement factor"))
+            self._insert(genome, score, flops, params, layers)
+        self._trim()
+
+    # -- limits --------------------------------------------------------------------------------------
+    def over_limits(self, flops: int, params: int, layers: int) -> str | None:
+        """None if within every budget, else a message saying which and by how much."""
+        c = self.config
+        if flops > c.budget_flops:
+            return (f"exceeds the FLOPs budget: {flops / 1e9:.4f} G > {c.budget_flops / 1e9:.4f} G "
+                    f"(by {(flops - c.budget_flops) / 1e9:.4f} G, {100 * (flops / c.budget_flops - 1):.1f}%)")
+        if c.budget_params is not None and params > c.budget_params:
+            return (f"exceeds the params budget: {params / 1e6:.4f} M > {c.budget_params / 1e6:.4f} M "
+                    f"(by {(params - c.budget_params) / 1e6:.4f} M)")
+        if c.max_layers is not None and layers > c.max_layers:
+            return f"exceeds the layer limit: {layers} > {c.max_layers} (by {layers - c.max_layers})"
+        return None
+
+    # -- population upkeep ---------------------------------------------------------------------------
+    def _insert(self, genome: Genome, score: float, flops: int, params: int, layers: int,
+                seq: int | None = None) -> None:
+        if seq is None:
+            seq, self._seq = self._seq, self._seq + 1
+        self._index[genome] = len(self._genomes)
+        self._genomes.append(genome)
+        self._info.append((score, flops, params, layers, seq))
+        heapq.heappush(self._heap, (score, seq, genome))
+
+    def _remove_worst(self) -> None:
+        genome = heapq.heappop(self._heap)[2]
+        pos = self._index.pop(genome)
+        last, last_info = self._genomes.pop(), self._info.pop()
+        if pos < len(self._genomes):
+            self._genomes[pos], self._info[pos] = last, last_info
+            self._index[last] = pos
+
+    def _trim(self) -> None:
+        while len(self._genomes) > self.config.population_size:
+            self._remove_worst()
+
+    def _offer(self, genome: Genome, counts: dict[str, int]) -> None:
+        """Evaluate ``genome`` and add it if it is new, within limits and good enough."""
+        if genome in self._index:
+            counts["duplicates"] += 1
+            return
+        flops, params, layers, score = self.evaluator.evaluate(genome)
+        c = self.config
+        if c.max_layers is not None and layers > c.max_layers:
+            counts["over_layers"] += 1
+        elif flops > c.budget_flops or (c.budget_params is not None and params > c.budget_params):
+            counts["over_budget"] += 1
+        elif score is None:
+            counts["invalid"] += 1
+        elif len(self._genomes) >= c.population_size and score < self._heap[0][0]:
+            counts["worse"] += 1
+        else:
+            counts["accepted"] += 1
+            self._insert(genome, score, flops, params, layers)
+            self._trim()
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self, iterations: int) -> ChunkStats:
+        """Advance ``iterations`` iterations of Algorithm 1; the result does not depend on chunking."""
+        start = time.perf_counter()
+        # the body of _offer, inlined: this loop is the whole search's cost
+        rng, mutate, evaluate = self._rng, self.space.mutate, self.evaluator.evaluate
+        genomes, index, heap = self._genomes, self._index, self._heap
+        c = self.config
+        size, budget = c.population_size, c.budget_flops
+        budget_params = c.budget_params if c.budget_params is not None else float("inf")
+        max_layers = c.max_layers if c.max_layers is not None else 1 << 62
+        accepted = worse = duplicates = over_budget = over_layers = invalid = 0
+        for _ in range(iterations):
+            child = mutate(genomes[rng.randrange(len(genomes))], rng)
+            if child in index:
+                duplicates += 1
+                continue
+            flops, params, layers, score = evaluate(child)
+            if layers > max_layers:
+                over_layers += 1
+            elif flops > budget or params > budget_params:
+                over_budget += 1
+            elif score is None:
+                invalid += 1
+            elif len(genomes) >= size and score < heap[0][0]:
+                worse += 1
+            else:
+                accepted += 1
+                self._insert(child, score, flops, params, layers)
+                if len(genomes) > size:
+                    self._remove_worst()
+        counts = dict(zip(_COUNTERS, (accepted, worse, duplicates, over_budget, over_layers, invalid)))
+        for name, value in counts.items():
+            self.totals[name] += value
+        self.iterations += iterations
+        scores = [info[0] for info in self._info]
+        return ChunkStats(iterations=iterations, **counts, best=max(scores), median=statistics.median(scores),
+                          population=len(scores), total_iterations=self.iterations,
+                          wall_s=time.perf_counter() - start)
+
+    # -- access and migration ------------------------------------------------------------------------
+    def _individual(self, i: int) -> Individual:
+        score, flops, params, layers, seq = self._info[i]
+        return Individual(self._genomes[i], score, flops, params, layers, seq, self.space)
+
+    @property
+    def population(self) -> list[Individual]:
+        """Members, best first (ties: older first)."""
+        return self.elites(len(self._genomes))
+
+    def __len__(self) -> int:
+        return len(self._genomes)
+
+    def elites(self, k: int) -> list[Individual]:
+        """The ``k`` best members, best first."""
+        order = sorted(range(len(self._info)), key=lambda i: (-self._info[i][0], self._info[i][4]))
+        return [self._individual(i) for i in order[:k]]
+
+    def best(self) -> Individual:
+        return self.elites(1)[0]
+
+    def inject(self, specs: Iterable[ArchSpec | Individual]) -> ChunkStats:
+        """Migration in: offer each spec like a mutant (limits, uniqueness, worst-out); RNG untouched."""
+        counts = dict.fromkeys(_COUNTERS, 0)
+        for s in specs:
+            genome = s.genome if isinstance(s, Individual) else self.space.encode(s)
+            self._offer(genome, counts)
+        n = sum(counts.values())
+        scores = [info[0] for info in self._info]
+        return ChunkStats(iterations=n, **counts, best=max(scores), median=statistics.median(scores),
+                          population=len(scores), total_iterations=self.iterations)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state: config, template, members in order, counters and RNG state."""
+        version, internal, gauss = self._rng.getstate()
+        return {
+            "version": STATE_VERSION,
+            "config": self.config.to_dict(),
+            "template": self.space.template.to_dict(),
+            "members": [[g[0], [list(s) for s in g[1]], g[2], *info] for g, info in zip(self._genomes, self._info)],
+            "seq": self._seq,
+            "iterations": self.iterations,
+            "totals": dict(self.totals),
+            "rng": [version, list(internal), gauss],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "Evolution":
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported search state version {state.get('version')!r}")
+        self = cls.__new__(cls)
+        config = SearchConfig.from_dict(state["config"])
+        template = ArchSpec.from_dict(state["template"])
+        self.config, self.space, self.evaluator = config, config.space(template), Evaluator(template, config.score)
+        self._genomes, self._info, self._index, self._heap = [], [], {}, []
+        for stem, stages, head, score, flops, params, layers, seq in state["members"]:
+            self._insert((stem, seq_or_tuple(stages), head), score, flops, params, layers, seq)
+        self._seq, self.iterations, self.totals = state["seq"], state["iterations"], dict(state["totals"])
+        version, internal, gauss = state["rng"]
+        self._rng = random.Random()
+        self._rng.setstate((version, tuple(internal), gauss))
+        return self
+
+
+def top_k_distinct(population: Sequence[Individual], k: int,
+                   signature: Callable[[Individual], Any] | None = None) -> list[Individual]:
+    """The ``k`` best members whose ``signature`` differs pairwise (default: kernels and depths per stage).
+
+    Greedy, best first: a member is taken unless one already taken has the same signature. Use it to pick
+    structurally different candidates to train rather than ``k`` width variants of the best one.
+    """
+    signature = signature or (lambda ind: tuple((g[0], g[1], g[4]) for g in ind.genome[1]))
+    seen: set = set()
+    out: list[Individual] = []
+    for ind in sorted(population, key=lambda i: (-i.score, i.seq)):
+        sig = signature(ind)
+        if sig not in seen:
+            seen.add(sig)
+            out.append(ind)
+            if len(out) == k:
+                break
+    return out
+
+
+@dataclass
+class SearchResult:
+    best: ArchSpec
+    best_score: float
+    population: list[Individual]
+    history: list[ChunkStats]
+    wall_s: float
+    out_dir: Path | None = None
+
+    @property
+    def iterations_per_s(self) -> float:
+        return sum(h.iterations for h in self.history) / self.wall_s if self.wall_s else 0.0
+
+
+def run_name(config: SearchConfig) -> str:
+    return f"E3D-{config.preset or 'custom'}-search-seed{config.seed}"
+
+
+def search(config: SearchConfig, out_dir: str | Path | None = None, progress: bool | None = None,
+           initial: ArchSpec | Sequence[ArchSpec] | None = None) -> SearchResult:
+    """Run the whole search in this process; write the outputs to ``out_dir`` when given.
+
+    ``progress``: a progress bar on stderr (None: only when stderr is a terminal).
+    """
+    from .progress import Progress  # noqa: PLC0415 - keeps `import e3d.evolution` light
+    from . import search_io  # noqa: PLC0415 - pyarrow/matplotlib only when writing
+
+    evo = Evolution(config, initial if initial is not None else config.initial_spec())
+    history: list[ChunkStats] = []
+    start = time.perf_counter()
+    with Progress(config.iterations, enabled=progress, unit="it") as bar:
+        done = 0
+        while done < config.iterations:
+            n = min(config.chunk, config.iterations - done)
+            stats = evo.run(n)
+            history.append(stats)
+            done += n
+            bar.update(n, best=f"{stats.best:.3f}", accept=f"{stats.acceptance_rate:.1%}")
+    wall = time.perf_counter() - start
+    population = evo.population
+    name = run_name(config)
+    result = SearchResult(best=population[0].spec(name), best_score=population[0].score, population=population,
+                          history=history, wall_s=wall, out_dir=Path(out_dir) if out_dir is not None else None)
+    if out_dir is not None:
+        search_io.write_search_outputs(out_dir, result.best, population, history, config=config, name=name)
+    return result
