@@ -400,7 +400,7 @@ def run_distributed_search(
     spread: bool = True, backend: str = "ray", max_restarts: int = 3, tracking: Any = None, resume: bool = False,
     overwrite: bool = False, seed: int | None = None, initial: ArchSpec | Sequence[ArchSpec] | None = None,
     filesystem: Any = None, progress: bool | None = None, on_round: Callable[[RoundInfo], Any] | None = None,
-    run_name_: str | None = None,
+    run_name_: str | None = None, run_tags: dict[str, str] | None = None,
 ) -> DistributedResult:
     """Run (or, with ``resume=True``, continue) the island search; write the outputs under ``out_dir``.
 
@@ -412,6 +412,7 @@ def run_distributed_search(
     filesystem URI (or a path on ``filesystem``). ``tracking``: a :class:`pipeline.tracking.Tracking`
     (MLflow) or None. ``seed`` overrides ``config.seed``. ``on_round(RoundInfo)`` runs after every round
     (Tune reports from there). Refuses to start over an existing checkpoint unless ``overwrite``.
+    ``run_name_``/``run_tags``: the MLflow run's name (default ``<search name>-islands<N>``) and extra tags.
     """
     fs, root = ck.resolve_fs(out_dir, filesystem)
     meta = ck.read_meta(fs, root)
@@ -460,16 +461,19 @@ def run_distributed_search(
                                   migration_interval=migration_interval if migration_interval is not None else 1,
                                   migration_size=migration_size if migration_size is not None else 4, **runtime)
     return _Driver(config, settings, fs, root, str(out_dir), tracking, ckpt, initial, progress, on_round,
-                   run_name_).run()
+                   run_name_, run_tags).run()
 
 
 class _Driver:
     def __init__(self, config: SearchConfig, settings: IslandSettings, fs: Any, root: str, out_dir: str,
                  tracking: Any, ckpt: ck.Checkpoint | None, initial: Any, progress: bool | None,
-                 on_round: Callable[[RoundInfo], Any] | None, name: str | None):
+                 on_round: Callable[[RoundInfo], Any] | None, mlflow_name: str | None,
+                 tags: dict[str, str] | None):
         self.config, self.settings, self.fs, self.root, self.out_dir = config, settings, fs, root, out_dir
         self.tracking, self.on_round, self.progress = tracking, on_round, progress
-        self.name = name or run_name(config)
+        self.name = run_name(config)
+        self.mlflow_name = mlflow_name or f"{self.name}-islands{settings.actors}"
+        self.tags = {"e3d.job": "distributed-search"} | dict(tags or {})
         self.rounds = plan_rounds(config.iterations, settings.actors, settings.chunk_iterations)
         if ckpt is None:
             init = initial if initial is not None else config.initial_spec()
@@ -635,9 +639,14 @@ class _Driver:
     def _start_tracking(self, stack: contextlib.ExitStack) -> Any:
         if self.tracking is None:
             return None
-        run = stack.enter_context(self.tracking.run(self.name + f"-islands{self.settings.actors}",
-                                                    run_id=self.run_id,
-                                                    tags={"e3d.job": "distributed-search"}))
+        if self.run_id is not None:  # resuming: continue the checkpointed run if this store has it
+            try:
+                self.tracking.client().get_run(self.run_id)
+            except Exception:
+                log.warning("MLflow run %s of the checkpoint is not in %s: logging to a new run", self.run_id,
+                            self.tracking.tracking_uri)
+                self.run_id = None
+        run = stack.enter_context(self.tracking.run(self.mlflow_name, run_id=self.run_id, tags=self.tags))
         mlflow = self.tracking.client()
         if self.run_id is None:
             self.run_id = run.info.run_id

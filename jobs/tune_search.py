@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Tune the E3D search's own hyper-parameters with Ray Tune (ASHA), at a fixed evaluation budget per trial.
+
+    python jobs/tune_search.py --preset S --budget 50000 --samples 16 --out outputs/tune-s
+    python jobs/tune_search.py --trial-backend ray --actor-cpus 0.5 --trial-cpus 0.5 ...   # actors per trial
+    python jobs/tune_search.py --address auto --samples 64 --budget 200000 --out /shared/tune
+
+Tuned: total population, the four mutation weights, islands, migration interval and size, and the chunk of
+iterations per island per round (override the choices with --populations, --islands, ...). Each trial is a
+whole search reporting its best score after every round; ASHA stops weak trials; every trial is an MLflow
+run under the job's run. Prints the winning settings (and the jobs/search.py command that uses them) and
+saves them to --out/best_settings.json; all trials go to --out/trials.csv. The last line is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from pipeline.search.cli_options import (add_ray_options, add_search_options, add_tracking_options,  # noqa: E402
+                                         config_from_args, init_ray, tracking_from_args)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    g = parser.add_argument_group("tuning")
+    g.add_argument("--out", default="outputs/tune-search", help="output folder (default outputs/tune-search)")
+    g.add_argument("--budget", type=int, default=50_000, help="iterations per trial, the same for every trial")
+    g.add_argument("--samples", type=int, default=8, help="number of trials")
+    g.add_argument("--tune-seed", type=int, default=0, help="seed of the trials' settings sampling")
+    g.add_argument("--grace-period", type=int, help="ASHA's first rung in iterations (default budget/8)")
+    g.add_argument("--reduction-factor", type=float, default=2.0)
+    g.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit the CPUs)")
+    g.add_argument("--trial-cpus", type=float, default=1.0, help="CPUs per trial (fractional ok)")
+    g.add_argument("--trial-backend", choices=("local", "ray"), default="local",
+                   help="'local': a trial steps its islands in its own process; 'ray': actors in its placement group")
+    g.add_argument("--actor-cpus", type=float, default=0.5, help="CPUs per island actor with --trial-backend ray")
+    g.add_argument("--populations", type=_ints, help="population choices, e.g. 64,128,256,512")
+    g.add_argument("--islands", type=_ints, help="island count choices, e.g. 1,2,4")
+    g.add_argument("--migration-intervals", type=_ints, help="e.g. 1,2,4")
+    g.add_argument("--migration-sizes", type=_ints, help="e.g. 1,2,4,8")
+    g.add_argument("--chunks", type=_ints, help="iterations per island per round, e.g. 1000,2500,5000")
+    g.add_argument("--verbose", type=int, default=1, help="Tune's console verbosity (0-3)")
+    add_search_options(parser)
+    add_tracking_options(parser, experiment="e3d-tune-search")
+    add_ray_options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pipeline.search.tune_search import TuneSettings, tune_search  # noqa: PLC0415
+
+    base, _ = config_from_args(args)
+    choices = {k: v for k, v in (("population_sizes", args.populations), ("islands", args.islands),
+                                 ("migration_intervals", args.migration_intervals),
+                                 ("migration_sizes", args.migration_sizes), ("chunk_iterations", args.chunks))
+               if v is not None}
+    try:
+        settings = TuneSettings(iterations=args.budget, num_samples=args.samples, seed=args.tune_seed,
+                                grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                                max_concurrent_trials=args.max_concurrent, trial_cpus=args.trial_cpus,
+                                trial_backend=args.trial_backend, actor_cpus=args.actor_cpus, **choices)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    init_ray(args)
+    try:
+        outcome = tune_search(base, settings, out_dir=args.out, tracking=tracking_from_args(args),
+                              verbose=args.verbose)
+    except ValueError as exc:  # e.g. a trial that can never fit the cluster
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stopped = sum(t["stopped_early"] for t in outcome.trials)
+    print(f"\n{len(outcome.trials)} trials ({stopped} stopped early by ASHA) in {outcome.wall_s:.1f} s; "
+          f"best score {outcome.best_score:.4f} (trial {outcome.best_trial_id}):", file=sys.stderr)
+    for k, v in outcome.best_params.items():
+        print(f"  {k:20s} {v:.4f}" if isinstance(v, float) else f"  {k:20s} {v}", file=sys.stderr)
+    print(f"  mutation_probs       {', '.join(f'{p:.3f}' for p in outcome.best_config.mutation_probs)} "
+          f"(kernel, width, bottleneck, depth; normalised)", file=sys.stderr)
+    print(f"rerun at full length:\n  {outcome.command()}", file=sys.stderr)
+    for key, path in outcome.files.items():
+        print(f"  {key:14s} {path}", file=sys.stderr)
+    print(json.dumps({"best_score": outcome.best_score, "trial_id": outcome.best_trial_id,
+                      "hyperparameters": outcome.best_params, "island_settings": outcome.best_islands,
+                      "best_settings": outcome.files.get("best_settings")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
