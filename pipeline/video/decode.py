@@ -331,7 +331,7 @@ class _Converter:
                 h, w = max(1, round(h * scale)), max(1, round(w * scale))
             self.shape = (w, h, turns) if turns % 2 else (h, w, turns)
         h, w, turns = self.shape
-        rgb = self.reformatter.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
+        rgb = self.reformatter.reformat(frame, width=w, height=h, format="rgb24", threads=1).to_ndarray()
         return np.rot90(rgb, turns) if turns else rgb
 
 

@@ -4,6 +4,7 @@ Formats (``load_dataset(root, format=None)`` detects the format when it is None;
 examples):
 
 - "folder":   ``root/<class>/**/<video>``, or ``root/train/<class>/...`` + ``root/val/<class>/...``
+              (``root/train/<class>/...`` alone is split like ``root/<class>/...``)
 - "csv":      a CSV with a ``path,label`` header (other columns ignored, optional ``split`` column),
               or ``train.csv`` + ``val.csv``; relative paths are relative to the CSV's folder
 - "kinetics": the Kinetics CSVs (``label,youtube_id,time_start,time_end,split``) with clips named
@@ -189,17 +190,19 @@ def _sorted(items: list[VideoItem]) -> list[VideoItem]:
 # ---------------------------------------------------------------- formats
 
 def _load_folder(root: Path, val_fraction: float, seed: int) -> VideoDataset:
-    split_dirs = {s: root / s for s in ("train", "val", "validation") if (root / s).is_dir()}
-    if "train" in split_dirs and len(split_dirs) > 1:
-        val_dir = split_dirs.get("val", split_dirs.get("validation"))
-        parts = {"train": split_dirs["train"], "val": val_dir}
+    video_dirs = {d.name: d for d in _subdirs(root) if _videos_under(d)}
+    if "train" in video_dirs and set(video_dirs) <= {"train", "val", "validation"}:  # split folders
+        val_dir = video_dirs.get("val", video_dirs.get("validation"))
+        if val_dir is None:  # train/<class>/... alone: split it like root/<class>/...
+            return _load_folder(video_dirs["train"], val_fraction, seed)
+        parts = {"train": video_dirs["train"], "val": val_dir}
         classes = sorted({d.name for p in parts.values() for d in _subdirs(p) if _videos_under(d)})
         index = {c: i for i, c in enumerate(classes)}
         out = {name: [VideoItem(_abs(v), index[d.name]) for d in _subdirs(p) if d.name in index
                       for v in _videos_under(d)] for name, p in parts.items()}
         return VideoDataset(_abs(root), "folder", classes, _sorted(out["train"]), _sorted(out["val"]),
                             split=f"given: {parts['train'].name}/ and {parts['val'].name}/ folders")
-    class_dirs = [d for d in _subdirs(root) if _videos_under(d)]
+    class_dirs = list(video_dirs.values())
     classes = [d.name for d in class_dirs]
     samples = [(_abs(v), i) for i, d in enumerate(class_dirs) for v in _videos_under(d)]
     train, val = _seeded_split(samples, len(classes), val_fraction, seed)

@@ -5,19 +5,23 @@ random colour, shape, position, size and speed, so a single frame does not tell 
 direction, sense of rotation or growth has to be seen over time. Positions wrap around the frame,
 so where the object is says nothing about where it goes.
 
-Classes, in label order (the first ``num_classes`` are used):
-0 right, 1 left, 2 down, 3 up (a square or disk moving), 4 clockwise, 5 anticlockwise (a bar spinning
-about a point), 6 growing, 7 shrinking (a disk). Left/right and the two rotations swap under a
+Classes (the first ``num_classes`` of this list are used): right, left, down, up (a square or disk
+moving), clockwise, anticlockwise (a bar spinning about a point), growing, shrinking (a disk). Left/right and the two rotations swap under a
 horizontal flip: train these with flips off.
 
+The rendered frames are a deterministic function of ``seed``; the encoded bytes can differ slightly
+between runs (x264 is not bit-exact from run to run here), the decoded clips only by a few levels.
+
 Layout (the "folder" format with a given split): ``root/{train,val}/<class>/<class>_<k>.mp4``;
-every 4th clip of a class goes to val. ``root/synthetic.json`` records the parameters; calling
+the last quarter (rounded, at least one) of each class's clips goes to val. Class indices are the
+sorted class names, as for any folder dataset. ``root/synthetic.json`` records the parameters; calling
 again with the same parameters reuses the files.
 """
 from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -43,10 +47,11 @@ def make_synthetic_dataset(root: str | os.PathLike, *, num_classes: int = 4, cli
     meta = root / "synthetic.json"
     if meta.is_file() and json.loads(meta.read_text()) == params:
         return root
+    num_val = max(1, round(clips_per_class / 4)) if clips_per_class > 1 else 0
     for label, name in enumerate(CLASSES[:num_classes]):
         for k in range(clips_per_class):
             rng = np.random.default_rng([seed, label, k])
-            split = "val" if k % 4 == 3 else "train"
+            split = "val" if k >= clips_per_class - num_val else "train"
             path = root / split / name / f"{name}_{k:03d}.mp4"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_video(path, render_clip(name, rng, size=size, frames=frames), fps=fps)
@@ -107,7 +112,12 @@ def write_video(path: str | os.PathLike, clip: np.ndarray, *, fps: int, gop: int
         stream.width, stream.height = clip.shape[2], clip.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
-        stream.options = {"preset": "veryfast", "crf": "18", "threads": "1", "bframes": "2"}
-        for rgb in clip:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        stream.options = {"preset": "veryfast", "crf": "18", "threads": "1"}
+        for i, rgb in enumerate(clip):
+            # converted here with one thread: libswscale's threaded conversion (what encode() would do)
+            # does not give the same bytes every time, and the files should be reproducible
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", threads=1)
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
