@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="start over even if --out holds a checkpoint")
     g.add_argument("--actors", type=int, help="islands, one Ray actor each (default: cluster CPUs / "
                                               "--cpus-per-actor; on --resume: the checkpoint's)")
-    g.add_argument("--chunk-iterations", type=int, help="iterations per island per round (default 10000)")
+    g.add_argument("--chunk-iterations", type=int, help="iterations per island per round (default 25000)")
     g.add_argument("--rounds", type=int, help="number of rounds instead of --chunk-iterations")
     g.add_argument("--migration-interval", type=int, help="rounds between migrations (default 1)")
     g.add_argument("--migration-size", type=int, help="elites each island sends to the next (default 4)")

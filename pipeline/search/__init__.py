@@ -6,20 +6,33 @@
     result = run_distributed_search(SearchConfig.from_preset("S"), actors=2, out_dir="runs/search-s")
     result.best, result.best_score, result.population   # merged over islands, best first
 
-See ``docs/distributed-search.md``.
+Names are imported lazily (PEP 562): a Ray worker that starts an island imports ``pipeline.search.island``
+and, through this package, nothing heavier than ``e3d``. See ``docs/distributed-search.md``.
 """
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_meta, resolve_fs, save_checkpoint
-from .islands import (DistributedResult, Island, IslandSettings, RoundInfo, island_seed, island_sizes,
-                      merge_population, plan_rounds, round_iterations, run_distributed_search)
+from __future__ import annotations
 
-__all__ = ["run_distributed_search", "DistributedResult", "IslandSettings", "RoundInfo", "Island",
-           "island_seed", "island_sizes", "plan_rounds", "round_iterations", "merge_population",
-           "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint", "read_meta", "resolve_fs"]
+import importlib
+
+_EXPORTS = {
+    "run_distributed_search": "islands", "DistributedResult": "islands", "IslandSettings": "islands",
+    "RoundInfo": "islands", "island_seed": "islands", "island_sizes": "islands", "plan_rounds": "islands",
+    "round_iterations": "islands", "migrates_after": "islands", "merge_population": "islands",
+    "Island": "island",
+    "Checkpoint": "checkpoint", "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint", "read_meta": "checkpoint", "resolve_fs": "checkpoint",
+    "tune_search": "tune_search", "TuneSettings": "tune_search", "TuneOutcome": "tune_search",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):  # Tune pulls in ray.tune: import it only when asked for
-    if name in ("tune_search", "TuneSettings", "TuneOutcome"):
-        from . import tune_search as _t
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline.search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
-        return getattr(_t, name)
-    raise AttributeError(f"module 'pipeline.search' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

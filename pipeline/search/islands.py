@@ -27,8 +27,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -39,10 +37,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from e3d.evolution import ChunkStats, Evolution, Individual, SearchConfig, run_name
-from e3d.space import Genome, SearchSpace, seq_or_tuple
+from e3d.space import SearchSpace
 from e3d.spec import ArchSpec
 
 from . import checkpoint as ck
+from .island import Island, _individual
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class IslandSettings:
     """
 
     actors: int = 2
-    chunk_iterations: int = 10_000
+    chunk_iterations: int = 25_000
     migration_interval: int = 1
     migration_size: int = 4
     cpus_per_actor: float = 1.0
@@ -140,59 +139,6 @@ def island_config(config: SearchConfig, settings: IslandSettings, island: int) -
                    seed=island_seed(config.seed, island))
 
 
-# -- one island (the body of the Ray actor; also used in-process) ------------------------------------------
-def _member(ind: Individual) -> list[Any]:
-    """An individual in the state-dict member layout (JSON-able)."""
-    stem, stages, head = ind.genome
-    return [stem, [list(s) for s in stages], head, ind.score, ind.flops, ind.params, ind.layers, ind.seq]
-
-
-def _individual(member: Sequence[Any], space: SearchSpace) -> Individual:
-    stem, stages, head, score, flops, params, layers, seq = member
-    return Individual((stem, seq_or_tuple(stages), head), score, flops, params, layers, seq, space)
-
-
-class Island:
-    """One shard of the population: an :class:`Evolution` restored from a state dict."""
-
-    def __init__(self, state: dict[str, Any]):
-        self.evo = Evolution.from_state_dict(state)
-        self._crash_after: int | None = None
-
-    def step(self, immigrants: Sequence[Sequence[Any]], iterations: int, emigrants: int) -> dict[str, Any]:
-        """Offer ``immigrants``, run ``iterations``, return stats, the ``emigrants`` best and the new state."""
-        evo = self.evo
-        offered = evo.inject([_individual(m, evo.space) for m in immigrants]) if immigrants else None
-        if self._crash_after is not None:  # fault injection for tests: die in the middle of the chunk
-            evo.run(min(self._crash_after, iterations))
-            os._exit(1)
-        stats = evo.run(iterations)
-        return {
-            "stats": stats.to_dict(),
-            "immigrants_offered": len(immigrants),
-            "immigrants_accepted": offered.accepted if offered else 0,
-            "emigrants": [_member(ind) for ind in evo.elites(emigrants)] if emigrants else [],
-            "state": evo.state_dict(),
-            "pid": os.getpid(),
-        }
-
-    def arm_crash(self, after_iterations: int = 0) -> int:
-        """Test hook: the next ``step`` runs ``after_iterations`` iterations and then kills this process."""
-        self._crash_after = after_iterations
-        return os.getpid()
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def node_id(self) -> str | None:
-        try:
-            import ray  # noqa: PLC0415
-
-            return ray.get_runtime_context().get_node_id()
-        except Exception:  # pragma: no cover - outside Ray
-            return None
-
-
 class IslandLost(RuntimeError):
     """An island's actor (or the node holding its result) is gone."""
 
@@ -228,6 +174,7 @@ def remote_island_class():
     if _REMOTE_ISLAND is None:
         import ray  # noqa: PLC0415
 
+        # the class lives in pipeline.search.island, which imports only e3d: a fresh worker starts fast
         _REMOTE_ISLAND = ray.remote(Island)
     return _REMOTE_ISLAND
 
@@ -378,21 +325,6 @@ def _params(config: SearchConfig, settings: IslandSettings, rounds: int) -> dict
     return out
 
 
-class _SpecCache:
-    """Genome -> spec JSON (most members survive many rounds, so each is decoded once)."""
-
-    def __init__(self, space: SearchSpace, limit: int = 1 << 16):
-        self.space, self.limit, self.cache = space, limit, {}
-
-    def __call__(self, genome: Genome) -> str:
-        s = self.cache.get(genome)
-        if s is None:
-            if len(self.cache) > self.limit:
-                self.cache.clear()
-            s = self.cache[genome] = self.space.decode(genome).to_json(indent=None)
-        return s
-
-
 def run_distributed_search(
     config: SearchConfig | None = None, *, out_dir: str | Path, actors: int | None = None,
     chunk_iterations: int | None = None, rounds: int | None = None, migration_interval: int | None = None,
@@ -406,7 +338,7 @@ def run_distributed_search(
 
     ``config``: the e3d search settings (``iterations`` is the total over all islands, ``population_size``
     the total over all islands); with ``resume`` it may be None (the checkpoint's is used) and must
-    otherwise equal the checkpoint's. ``actors`` (default 2), ``chunk_iterations`` (default 10 000; or give
+    otherwise equal the checkpoint's. ``actors`` (default 2), ``chunk_iterations`` (default 25 000; or give
     ``rounds`` instead), ``migration_interval`` (1) and ``migration_size`` (4): see :class:`IslandSettings`;
     on resume they default to the checkpoint's and must match it. ``out_dir``: local path or pyarrow
     filesystem URI (or a path on ``filesystem``). ``tracking``: a :class:`pipeline.tracking.Tracking`
@@ -456,7 +388,8 @@ def run_distributed_search(
         n = actors if actors is not None else 2
         if rounds is not None and chunk_iterations is not None:
             raise ValueError("give chunk_iterations or rounds, not both")
-        chunk = chunk_iterations or (max(1, math.ceil(config.iterations / (n * rounds))) if rounds else 10_000)
+        chunk = chunk_iterations or (max(1, math.ceil(config.iterations / (n * rounds))) if rounds
+                                     else IslandSettings.chunk_iterations)
         settings = IslandSettings(actors=n, chunk_iterations=chunk,
                                   migration_interval=migration_interval if migration_interval is not None else 1,
                                   migration_size=migration_size if migration_size is not None else 4, **runtime)
@@ -495,19 +428,32 @@ class _Driver:
         template = ArchSpec.from_dict(self.states[0]["template"])
         self.space = config.space(template)
         self.template = template
-        self.spec_json = _SpecCache(self.space)
+        self._table, self._table_rows = None, 0  # history as Arrow, extended round by round
+
+    def _history_table(self) -> Any:
+        import pyarrow as pa  # noqa: PLC0415
+
+        new = self.history[self._table_rows:]
+        if not self.history:
+            return ck._history_table([])
+        if new:
+            part = pa.Table.from_pylist(new)
+            self._table = part if self._table is None else pa.concat_tables([self._table, part],
+                                                                            promote_options="default")
+            self._table_rows = len(self.history)
+        return self._table
 
     # -- checkpoint --------------------------------------------------------------------------------------
     def _checkpoint(self, rnd: int, elapsed: float) -> ck.Checkpoint:
         return ck.Checkpoint(round=rnd, islands=list(self.states), immigrants=[list(m) for m in self.immigrants],
-                             history=list(self.history), meta={
+                             history=list(self.history), history_table=self._history_table(), meta={
                                  "settings": self.settings.to_dict(), "config": self.config.to_dict(),
                                  "rounds": self.rounds, "name": self.name, "mlflow_run_id": self.run_id,
                                  "restarts": list(self.restarts), "elapsed_s": elapsed,
                                  "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def _save(self, ckpt: ck.Checkpoint) -> None:
-        ck.save_checkpoint(self.fs, self.root, ckpt, self.spec_json)
+        ck.save_checkpoint(self.fs, self.root, ckpt)
 
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self) -> DistributedResult:
@@ -516,9 +462,9 @@ class _Driver:
         settings, n = self.settings, self.settings.actors
         backend_cls = RayIslands if settings.backend == "ray" else LocalIslands
         with contextlib.ExitStack() as stack:
-            mlflow = self._start_tracking(stack)
-            islands = backend_cls(self.states, settings)
+            islands = backend_cls(self.states, settings)  # actors start while MLflow opens its run
             stack.callback(islands.shutdown)
+            mlflow = self._start_tracking(stack)
             start = time.perf_counter()
             done = sum(h["iterations"] for h in self.history if h["island"] == -1)
             bar = stack.enter_context(Progress(self.config.iterations, enabled=self.progress, unit="it"))
