@@ -1,0 +1,201 @@
+"""Training-clip decoding speed: clips per second per core, and the Ray Data pipeline's clips/s.
+
+    python benchmarks/decode_bench.py [--clips 90] [--rounds 3] [--no-ray] [--json out.json]
+
+A training clip is 16 frames, every 5th, short side 256 (bilinear), a random 224x224 crop: uint8
+[16, 224, 224, 3] (normalisation, the same for every method, is left out). Compared on one core, at
+the same random positions, interleaved in rounds so that load from other processes hits all alike:
+
+- ours:   pipeline.video.decode.decode_clip (seek to the keyframe, decode up to the clip's last
+          frame, convert + resize only the 16 kept frames with libswscale)
+- naive:  decode every frame of the video to RGB, take the 16, resize them with torch
+- decord: decord.VideoReader(width, height).get_batch (a reference, when decord is installed)
+
+Data: the real UCF101 clips in ../shared/data/ucf101-6class-dev/ (when present; Xvid, 320x240) and
+generated H.264 clips (256x256, 150 frames at 25 fps, noisy), with a keyframe every 250 frames (x264's
+default: one GOP per clip, so every exact method decodes from frame 0) and every 25 frames (1 s).
+Also checked on the UCF clips: whether each method returns the frames a full decode gives at the
+clip's indices (a frame counts as wrong when another frame within 8 positions matches better).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from pipeline.video.decode import clip_indices, decode_clip
+from pipeline.video.synthetic import render_clip, write_video
+from pipeline.video.transforms import random_crop
+
+UCF_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ucf101-6class-dev"
+FRAMES, RATE, SHORT, CROP = 16, 5, 256, 224
+
+
+def short_side(h: int, w: int, size: int) -> tuple[int, int]:
+    scale = size / min(h, w)
+    return round(h * scale), round(w * scale)
+
+
+def ours(path: str, position: float, rng: np.random.Generator) -> np.ndarray:
+    return random_crop(decode_clip(path, FRAMES, RATE, position, size=SHORT), CROP, rng)
+
+
+def naive(path: str, position: float, rng: np.random.Generator) -> np.ndarray:
+    with av.open(path) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    clip = torch.from_numpy(np.stack([frames[i] for i in clip_indices(len(frames), FRAMES, RATE, position)]))
+    h, w = short_side(*clip.shape[1:3], SHORT)
+    resized = torch.nn.functional.interpolate(clip.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear")
+    return random_crop(resized.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(), CROP, rng)
+
+
+def decord_clip(path: str, position: float, rng: np.random.Generator) -> np.ndarray:
+    import decord
+
+    with av.open(path) as c:  # decord needs the output size up front
+        s = c.streams.video[0]
+        h, w = short_side(s.height, s.width, SHORT)
+    reader = decord.VideoReader(path, width=w, height=h, num_threads=1)
+    return random_crop(reader.get_batch(list(clip_indices(len(reader), FRAMES, RATE, position))).asnumpy(), CROP, rng)
+
+
+def have_decord() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def generated_clips(root: Path, gop: int, count: int = 6) -> list[str]:
+    """``count`` noisy synthetic clips, 256x256, 150 frames at 25 fps, H.264 with a keyframe every ``gop``."""
+    paths = []
+    for k in range(count):
+        name = ("right", "left", "clockwise", "growing")[k % 4]
+        path = root / f"{name}_{k}_gop{gop}.mp4"
+        write_video(path, render_clip(name, np.random.default_rng(k), size=256, frames=150), fps=25, gop=gop)
+        paths.append(str(path))
+    return paths
+
+
+def clips_per_second(methods: dict, paths: list[str], clips: int, rounds: int, seed: int = 0) -> dict[str, float]:
+    """Each method decodes the same ``clips`` (path, position) pairs, interleaved in ``rounds``."""
+    rng = np.random.default_rng(seed)
+    jobs = [(paths[i % len(paths)], float(rng.random())) for i in range(clips)]
+    spent = {name: 0.0 for name in methods}
+    for r in range(rounds):
+        part = jobs[r::rounds]
+        for name, fn in methods.items():
+            crop_rng = np.random.default_rng(r)
+            start = time.perf_counter()
+            for path, position in part:
+                out = fn(path, position, crop_rng)
+            spent[name] += time.perf_counter() - start
+            assert out.shape == (FRAMES, CROP, CROP, 3), (name, out.shape)
+    return {name: clips / s for name, s in spent.items()}
+
+
+def wrong_frames(paths: list[str], positions: int = 4) -> dict[str, str]:
+    """Clips whose frames are not the full decode's at the clip's indices, per method (no resize)."""
+    import_decord = have_decord()
+    bad = {"ours": 0, "decord": 0}
+    offsets: list[int] = []
+    total = 0
+    for path in paths:
+        with av.open(path) as c:
+            ref = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.int16)
+        for pos in np.linspace(0, 1, positions):
+            idx = clip_indices(len(ref), FRAMES, RATE, float(pos))
+            got = {"ours": decode_clip(path, FRAMES, RATE, float(pos))}
+            if import_decord:
+                import decord
+
+                got["decord"] = decord.VideoReader(path, num_threads=1).get_batch(list(idx)).asnumpy()
+            total += 1
+            for name, clip in got.items():
+                shifts = []
+                for frame, i in zip(clip.astype(np.int16), idx):
+                    near = range(max(0, i - 8), min(len(ref), i + 9))
+                    best = min(near, key=lambda j: np.abs(ref[j] - frame).mean())
+                    shifts.append(best - i)
+                if any(shifts):
+                    bad[name] += 1
+                    if name == "decord":
+                        offsets += [s for s in shifts if s]
+    out = {"ours": f"{bad['ours']}/{total}"}
+    if import_decord:
+        out["decord"] = f"{bad['decord']}/{total}" + (f" (off by {min(offsets)}..{max(offsets)})" if offsets else "")
+    return out
+
+
+def ray_pipeline(paths: list[str], epochs: int = 2) -> dict:
+    import ray
+
+    from pipeline.video.formats import VideoItem
+    from pipeline.video.ray_data import ClipConfig, train_dataset
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        cpus = int(ray.cluster_resources()["CPU"])
+        ds = train_dataset([VideoItem(p, 0) for p in paths], ClipConfig(frames=FRAMES, sampling_rate=RATE,
+                                                                       size=CROP, train_scale=(SHORT, SHORT)))
+        rates = []
+        for _ in range(epochs):
+            start, n = time.perf_counter(), 0
+            for batch in ds.iter_batches(batch_size=8, batch_format="numpy"):
+                n += len(batch["label"])
+            rates.append(n / (time.perf_counter() - start))
+    finally:
+        ray.shutdown()
+    return {"cpus": cpus, "clips_per_s_by_epoch": rates, "clips_per_s": rates[-1], "per_cpu": rates[-1] / cpus}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=90, help="clips per method and data set")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray Data pipeline")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    methods = {"ours": ours, "naive": naive} | ({"decord": decord_clip} if have_decord() else {})
+    results: dict = {"clip": f"{FRAMES}x{CROP}^2, sampling rate {RATE}, short side {SHORT}",
+                     "load_average_before": os.getloadavg()[0]}
+    sets = {}
+    if UCF_DIR.is_dir():
+        sets["ucf101 (Xvid 320x240)"] = sorted(str(p) for p in UCF_DIR.glob("*/*.avi"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for gop in (250, 25):
+            sets[f"generated (H.264 256x256, keyframe/{gop})"] = generated_clips(Path(tmp), gop)
+        print(f"clips per second on one core ({results['clip']}); load average {results['load_average_before']:.1f}")
+        print(f"{'data':40s} " + " ".join(f"{m:>8s}" for m in methods) + "   ours/naive")
+        for name, paths in sets.items():
+            rates = clips_per_second(methods, paths, args.clips, args.rounds)
+            results[name] = rates | {"speedup_vs_naive": rates["ours"] / rates["naive"]}
+            print(f"{name:40s} " + " ".join(f"{rates[m]:8.1f}" for m in methods) + f"   {rates['ours'] / rates['naive']:.2f}x")
+        if UCF_DIR.is_dir():
+            results["wrong_frame_clips_ucf"] = wrong_frames(sets["ucf101 (Xvid 320x240)"])
+            print(f"clips with wrong frames vs a full decode (UCF, 4 positions each): {results['wrong_frame_clips_ucf']}")
+        if not args.no_ray:
+            paths = sets.get("ucf101 (Xvid 320x240)") or next(iter(sets.values()))
+            ray_rates = ray_pipeline(paths)
+            results["ray_data"] = ray_rates
+            print(f"Ray Data train_dataset (float32 clips, {ray_rates['cpus']} CPUs): {ray_rates['clips_per_s']:.1f}"
+                  f" clips/s, {ray_rates['per_cpu']:.1f} per CPU (epochs: "
+                  + ", ".join(f"{r:.1f}" for r in ray_rates["clips_per_s_by_epoch"]) + ")")
+    results["load_average_after"] = os.getloadavg()[0]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
