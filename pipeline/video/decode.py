@@ -14,7 +14,7 @@ Strategy (see docs/video.md):
    or keeps decoding forward when that is cheaper, and counts decoded frames from there. A seek is
    verified: the first packet must be the keyframe asked for and its first frame a key frame;
    otherwise the file is decoded from its start (always exact).
-3. Only the kept frames are converted to RGB (and resized) with one reused libswscale context.
+3. Only the kept frames are resized and converted to RGB (libswscale, contexts reused).
 4. If the stream ends before a wanted frame (the packet count overstated the frames), the clip is
    placed again within the frames that exist.
 
@@ -315,11 +315,16 @@ def _chain(head, rest):
 
 
 class _Converter:
-    """RGB conversion (and resize) of kept frames with one reused libswscale context."""
+    """Resize (in the decoder's pixel format) and RGB conversion of kept frames, reusing libswscale contexts.
+
+    Scaling before the RGB conversion costs a quarter of scaling into RGB (0.11 vs 0.44 ms for a
+    320x240 frame to 341x256 here).
+    """
 
     def __init__(self, size: int | None):
         self.size = size
-        self.reformatter = av.video.reformatter.VideoReformatter()
+        self.scaler = av.video.reformatter.VideoReformatter()
+        self.to_rgb = av.video.reformatter.VideoReformatter()
         self.shape: tuple[int, int, int] | None = None  # coded (height, width), quarter turns
 
     def __call__(self, frame) -> np.ndarray:
@@ -331,7 +336,9 @@ class _Converter:
                 h, w = max(1, round(h * scale)), max(1, round(w * scale))
             self.shape = (w, h, turns) if turns % 2 else (h, w, turns)
         h, w, turns = self.shape
-        rgb = self.reformatter.reformat(frame, width=w, height=h, format="rgb24", threads=1).to_ndarray()
+        if (frame.height, frame.width) != (h, w):
+            frame = self.scaler.reformat(frame, width=w, height=h, threads=1)
+        rgb = self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
         return np.rot90(rgb, turns) if turns else rgb
 
 
