@@ -10,7 +10,8 @@ moving), clockwise, anticlockwise (a bar spinning about a point), growing, shrin
 horizontal flip: train these with flips off.
 
 The rendered frames are a deterministic function of ``seed``; the encoded bytes can differ slightly
-between runs (x264 is not bit-exact from run to run here), the decoded clips only by a few levels.
+between runs (x264 is not bit-exact from run to run here), the decoded clips by less than one
+level on average.
 
 Layout (the "folder" format with a given split): ``root/{train,val}/<class>/<class>_<k>.mp4``;
 the last quarter (rounded, at least one) of each class's clips goes to val. Class indices are the
