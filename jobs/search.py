@@ -4,7 +4,8 @@
     python jobs/search.py --preset S --actors 2 --out outputs/search-s          # local Ray, 2 islands
     python jobs/search.py --resume outputs/search-s                             # continue a killed search
     python jobs/search.py --address auto --actors 16 --out s3://bucket/search   # on a running cluster
-    ray submit cluster.yaml jobs/search.py --preset M --actors 16 --out /shared/search-m
+    ray submit cluster.yaml jobs/search.py --preset M --actors 32 --actor-resources '{"search_cpu": 1}' \
+        --out s3://bucket/search-m
 
 Writes ``best.json``, ``population.parquet``, ``history.parquet``, ``progress.png`` and ``config.json`` to
 ``--out`` (a local path or a pyarrow filesystem URI), a checkpoint after every round under
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--migration-interval", type=int, help="rounds between migrations (default 1)")
     g.add_argument("--migration-size", type=int, help="elites each island sends to the next (default 4)")
     g.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs reserved per actor (fractional ok)")
+    g.add_argument("--actor-resources", type=json.loads, metavar="JSON",
+                   help='custom Ray resources per actor, e.g. \'{"search_cpu": 1}\' to pin islands to the '
+                        "cluster's search nodes (cluster.yaml)")
     g.add_argument("--max-restarts", type=int, default=3, help="restarts per island after actor deaths")
     g.add_argument("--backend", choices=("ray", "local"), default="ray",
                    help="'local' steps the islands in this process (same result, no Ray actors)")
@@ -81,14 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend == "ray":
         ray = init_ray(args)
         actors = args.actors
-        if actors is None and not args.resume:
-            actors = max(1, int(ray.cluster_resources().get("CPU", 1) // max(args.cpus_per_actor, 1e-9)))
+        if actors is None and not args.resume:  # as many islands as the cluster can hold at once
+            have = ray.cluster_resources()
+            need = {"CPU": args.cpus_per_actor} | dict(args.actor_resources or {})
+            actors = max(1, min(int(have.get(k, 0) // v) for k, v in need.items() if v > 0) if any(
+                v > 0 for v in need.values()) else int(have.get("CPU", 1)))
     else:
         actors = args.actors
     tracking = tracking_from_args(args)
     kwargs = dict(out_dir=out, actors=actors, chunk_iterations=args.chunk_iterations, rounds=args.rounds,
                   migration_interval=args.migration_interval, migration_size=args.migration_size,
-                  cpus_per_actor=args.cpus_per_actor, max_restarts=args.max_restarts, backend=args.backend,
+                  cpus_per_actor=args.cpus_per_actor, resources=args.actor_resources,
+                  max_restarts=args.max_restarts, backend=args.backend,
                   resume=bool(args.resume), overwrite=args.overwrite, progress=args.progress)
     search_config = config if (explicit or not args.resume) else None
     try:
