@@ -19,8 +19,8 @@ Resources (no deadlock on a 2-CPU machine):
 
 Every trial is an MLflow run nested under the tuning job's run; trials stopped by ASHA are marked KILLED
 with the tag ``e3d.stopped_by=ASHA``. The winning settings are printed and saved to
-``<out_dir>/best_settings.json`` (with the ``jobs/search.py`` command that reruns them), all trials to
-``<out_dir>/trials.csv``.
+``<out_dir>/best_settings.json`` (with the ``jobs/search.py`` command that reruns them; the full
+``SearchConfig`` is ``<out_dir>/best_config.json``), all trials to ``<out_dir>/trials.csv``.
 """
 from __future__ import annotations
 
@@ -163,13 +163,13 @@ class TuneOutcome:
     wall_s: float = 0.0
 
     def command(self) -> str:
-        """The ``jobs/search.py`` command line that runs the winning settings at full length."""
-        c, isl = self.best_config, self.best_islands
-        argv = ["python", "jobs/search.py", "--preset", c.preset or "S", "--population-size",
-                str(c.population_size), "--mutation-probs", *[f"{p:.4f}" for p in c.mutation_probs],
+        """The ``jobs/search.py`` command line that runs the winning settings at the base config's length
+        (``best_config.json`` is the full ``SearchConfig``: population, mutation weights, budget, seed...)."""
+        isl = self.best_islands
+        argv = ["python", "jobs/search.py", "--config", str(Path(self.out_dir) / "best_config.json"),
                 "--actors", str(isl["actors"]), "--chunk-iterations", str(isl["chunk_iterations"]),
                 "--migration-interval", str(isl["migration_interval"]), "--migration-size",
-                str(isl["migration_size"]), "--seed", str(c.seed)]
+                str(isl["migration_size"])]
         return shlex.join(argv)
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,6 +294,8 @@ def _close_stopped_runs(tracking: Any, trials: Sequence[dict[str, Any]]) -> None
 def _write_outcome(outcome: TuneOutcome, out: Path) -> dict[str, str]:
     best = out / "best_settings.json"
     best.write_text(json.dumps(outcome.to_dict(), indent=2, default=str) + "\n")
+    config = out / "best_config.json"  # jobs/search.py --config reads it
+    config.write_text(json.dumps(outcome.best_config.to_dict(), indent=2) + "\n")
     trials = out / "trials.csv"
     keys = ["index", "trial_id", "best_score", "median_score", "iterations", "rounds_done", "stopped_early",
             *TUNED, "mlflow_run_id", "error"]
@@ -304,4 +306,4 @@ def _write_outcome(outcome: TuneOutcome, out: Path) -> dict[str, str]:
         writer.writeheader()
         for t in outcome.trials:
             writer.writerow({k: t.get(k) for k in keys if k in t} | t["params"])
-    return {"best_settings": str(best), "trials": str(trials)}
+    return {"best_settings": str(best), "best_config": str(config), "trials": str(trials)}
