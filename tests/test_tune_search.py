@@ -71,7 +71,8 @@ def test_tune_trials_asha_mlflow_and_winning_settings(ray_cluster, tmp_path):
     saved = json.loads(Path(outcome.files["best_settings"]).read_text())
     assert saved["best_score"] == outcome.best_score and saved["hyperparameters"] == outcome.best_params
     assert saved["island_settings"] == island_kwargs(outcome.best_params)
-    assert "jobs/search.py --config" in saved["command"] and f"--actors {saved['island_settings']['actors']}" in saved["command"]
+    assert "jobs/search.py --config" in saved["command"]
+    assert f"--actors {saved['island_settings']['actors']}" in saved["command"]
     full = SearchConfig.from_dict(json.loads(Path(outcome.files["best_config"]).read_text()))
     assert full == trial_config(BASE, outcome.best_params, BASE.iterations)  # the winner at full length
     assert Path(outcome.files["trials"]).read_text().count("\n") == 6

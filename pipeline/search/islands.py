@@ -332,7 +332,7 @@ def run_distributed_search(
     spread: bool = True, backend: str = "ray", max_restarts: int = 3, tracking: Any = None, resume: bool = False,
     overwrite: bool = False, seed: int | None = None, initial: ArchSpec | Sequence[ArchSpec] | None = None,
     filesystem: Any = None, progress: bool | None = None, on_round: Callable[[RoundInfo], Any] | None = None,
-    run_name_: str | None = None, run_tags: dict[str, str] | None = None,
+    mlflow_run_name: str | None = None, run_tags: dict[str, str] | None = None,
 ) -> DistributedResult:
     """Run (or, with ``resume=True``, continue) the island search; write the outputs under ``out_dir``.
 
@@ -344,7 +344,8 @@ def run_distributed_search(
     filesystem URI (or a path on ``filesystem``). ``tracking``: a :class:`pipeline.tracking.Tracking`
     (MLflow) or None. ``seed`` overrides ``config.seed``. ``on_round(RoundInfo)`` runs after every round
     (Tune reports from there). Refuses to start over an existing checkpoint unless ``overwrite``.
-    ``run_name_``/``run_tags``: the MLflow run's name (default ``<search name>-islands<N>``) and extra tags.
+    ``mlflow_run_name``/``run_tags``: the MLflow run's name (default ``<search name>-islands<N>``) and
+    extra tags. ``initial``: the initial structure or population (default ``config.initial_spec()``).
     """
     fs, root = ck.resolve_fs(out_dir, filesystem)
     meta = ck.read_meta(fs, root)
@@ -394,7 +395,7 @@ def run_distributed_search(
                                   migration_interval=migration_interval if migration_interval is not None else 1,
                                   migration_size=migration_size if migration_size is not None else 4, **runtime)
     return _Driver(config, settings, fs, root, str(out_dir), tracking, ckpt, initial, progress, on_round,
-                   run_name_, run_tags).run()
+                   mlflow_run_name, run_tags).run()
 
 
 class _Driver:

@@ -144,7 +144,8 @@ def _trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     run_distributed_search(
         config, out_dir=f"{ctx['out_dir'].rstrip('/')}/trials/{trial_id}", **island_kwargs(params),
         backend=backend, cpus_per_actor=ctx["actor_cpus"], spread=False, max_restarts=ctx["max_restarts"],
-        tracking=tracking, overwrite=True, progress=False, on_round=report, run_name_=f"tune-{trial_id}",
+        tracking=tracking, overwrite=True, progress=False, on_round=report,
+        mlflow_run_name=f"tune-{trial_id}",
         run_tags={"e3d.job": "tune-search", "e3d.trial_id": trial_id,
                   "e3d.tune_params": json.dumps(params, default=str)})
 
