@@ -271,10 +271,9 @@ def test_chunk_stats_dict_has_derived_fields():
     assert d["evaluations"] == 7 and d["acceptance_rate"] == 0.4
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("preset,reference", [("S", "E3D-S"), ("M", "E3D-M"), ("L", "E3D-L")])
-def test_paper_setting_beats_the_reference_within_a_minute(preset, reference):
+def test_paper_setting_beats_the_reference(preset, reference):
+    """Population 512, 500 000 iterations (a few seconds each; its speed is benchmarks/search_bench.py's job)."""
     result = search(SearchConfig.from_preset(preset), progress=False)
-    assert result.wall_s < 60
     assert result.best_score > stentr(zoo.get(reference))
     assert cost(result.best).flops <= PRESETS[preset].budget_flops
