@@ -7,6 +7,7 @@ import torch
 
 from e3d import zoo
 from e3d.model import build_model
+from pipeline.train.candidates import run_names
 from pipeline.train.data import TensorSource, steps_per_epoch
 from pipeline.train.evaluate import Meter, ViewAccumulator, topk_correct
 from pipeline.train.loop import make_optimizer, make_scheduler, param_groups
@@ -226,3 +227,19 @@ def test_summary_table_and_files(tmp_path):
     assert {p.name for p in paths} == {"summary.csv", "summary.json", "summary.txt", "curves.png"}
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert CandidateResult.from_dict(results[0].to_dict()) == results[0]
+
+
+def test_run_names_are_stable_distinct_and_extendable():
+    src = TensorSource.synthetic(num_classes=2, n_train=8, n_val=2, frames=4, size=16)
+    base, other = zoo.get("E3D-init-S"), zoo.get("X3D-S")
+    r = Recipe().scaled(epochs=2, batch_size=4)
+    names = run_names([base, other, base], src, r, (2, 3))
+    assert names[0].startswith("E3D-init-S-") and names[1].startswith("X3D-S-")
+    assert names[2] == names[0] + "-2"  # the same spec twice: two runs
+    assert run_names([base], src, r.scaled(epochs=5), (2, 3)) == names[:1]  # more epochs: the same run resumes
+    assert run_names([base], src, r.scaled(lr=0.3), (2, 3)) != names[:1]  # another recipe: another run
+    assert run_names([base], src, r, (1, 3)) != names[:1]
+    other_data = TensorSource.synthetic(num_classes=2, n_train=8, n_val=2, frames=4, size=16, seed=9)
+    assert run_names([base], other_data, r, (2, 3)) != names[:1]
+    fresh = run_names([base], src, r, (2, 3), resume=False)[0]
+    assert fresh.startswith(names[0] + "-") and fresh != names[0]
