@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-clips", type=int, default=2, help="K clips x 3 crops per video at the end")
     g.add_argument("--max-concurrent", type=int, help="candidates trained at once (default: from resources)")
     g = p.add_argument_group("MLflow")
-    g.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite under --out/mlruns)")
+    g.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --out/mlruns)")
     g.add_argument("--experiment", default="e3d-search-and-train")
     g.add_argument("--no-log-model", action="store_true", help="skip logging the final models to MLflow")
     add_ray_options(p)
