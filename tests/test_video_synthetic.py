@@ -15,7 +15,8 @@ from video_fixtures import full_decode, make_small_dataset
 
 
 def digest(root) -> dict:
-    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.mp4"))}
+    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.mp4"))}
 
 
 def test_layout_and_video_properties(tmp_path):

@@ -131,9 +131,8 @@ def decode_clips(path: str, frames: int, sampling_rate: int, positions: Sequence
     (``kind="timeout"``; the stuck thread is abandoned). ``stats``, when given, receives counters:
     num_frames, decoded, converted, seeks, restarts.
     """
-    starts: list[Any] = list(start_indices) if start_indices is not None else [None] * len(positions)
-    pos: list[Any] = list(positions) if start_indices is None else [None] * len(starts)
-    args = (str(path), frames, sampling_rate, pos, starts, size, short, min_frames)
+    places = [(None, s) for s in start_indices] if start_indices is not None else [(p, None) for p in positions]
+    args = (str(path), frames, sampling_rate, places, size, short, min_frames)
     if timeout is None:
         return _decode(*args, deadline=None, stats=stats)
     deadline = time.monotonic() + timeout
@@ -239,9 +238,10 @@ class _Walker:
     def walk(self, wanted: Sequence[int]) -> Iterator[tuple[int, Any]]:
         """Yield ``(index, frame)`` for each index in ``wanted`` (ascending, unique)."""
         for w in wanted:
-            k = self.index.seek_frames[bisect_right(self.index.seek_frames, w) - 1]
-            if self.frames is None or self.next_index > w or k >= self.next_index + _MIN_SEEK_GAIN:
-                self._start(k, w)
+            j = bisect_right(self.index.seek_frames, w) - 1  # the last safe keyframe at or before w
+            skip = self.index.seek_frames[j] - self.next_index  # frames a seek would not decode
+            if self.frames is None or self.next_index > w or skip >= _MIN_SEEK_GAIN:
+                self._start(j, w)
             for i, frame in self.frames:
                 self.next_index = i + 1
                 if i == w:
@@ -250,10 +250,10 @@ class _Walker:
             else:
                 raise _EndOfStream(self.next_index)
 
-    def _start(self, k: int, w: int) -> None:
-        """Position the decoder at keyframe ``k`` (a verified seek) or at the start of the file."""
-        if k > 0:
-            frames = self._seek(k, w)
+    def _start(self, j: int, w: int) -> None:
+        """Position the decoder at safe keyframe ``j`` (a verified seek) or at the start of the file."""
+        if j > 0:
+            frames = self._seek(j, w)
             if frames is not None:
                 self.frames = frames
                 return
@@ -264,11 +264,10 @@ class _Walker:
         self.frames = self._decode_from(self.container.demux(self.stream), 0)
         self.next_index = 0
 
-    def _seek(self, k: int, w: int) -> Iterator[tuple[int, Any]] | None:
+    def _seek(self, j: int, w: int) -> Iterator[tuple[int, Any]] | None:
         self.stats["seeks"] += 1
         try:
-            self.container.seek(self.index.seek_pts[self.index.seek_frames.index(k)], stream=self.stream,
-                                backward=True)
+            self.container.seek(self.index.seek_pts[j], stream=self.stream, backward=True)
             packets = self.container.demux(self.stream)  # ends with the empty packet that drains
             first = next((p for p in packets if p.size > 0), None)
         except av.error.FFmpegError:
@@ -342,8 +341,10 @@ class _Converter:
         return np.rot90(rgb, turns) if turns else rgb
 
 
-def _decode(path: str, frames: int, sampling_rate: int, positions: list, starts: list, size: int | None,
-            short: str, min_frames: int, *, deadline: float | None, stats: dict | None) -> list[np.ndarray]:
+def _decode(path: str, frames: int, sampling_rate: int, places: list[tuple[float | None, int | None]],
+            size: int | None, short: str, min_frames: int, *, deadline: float | None,
+            stats: dict | None) -> list[np.ndarray]:
+    """The clips at ``places`` ((position, start index) pairs, one of them None) of one file."""
     stats = _new_stats(stats)
     container, stream = _open(path)
     walker = None
@@ -357,7 +358,7 @@ def _decode(path: str, frames: int, sampling_rate: int, positions: list, starts:
                 raise VideoDecodeError(path, f"only {num_frames} decodable frames, need {max(1, min_frames)}",
                                        "short")
             clips = [clip_indices(num_frames, frames, sampling_rate, p, start_index=s, short=short)
-                     for p, s in zip(positions, starts)]
+                     for p, s in places]
             wanted = sorted(set(np.concatenate(clips).tolist()))
             convert = _Converter(size)
             try:

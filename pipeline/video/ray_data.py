@@ -184,7 +184,8 @@ def _eval_batch(batch: dict, cfg: ClipConfig, num_clips: int, crops: int, log) -
                "video_id": np.asarray(out["video_id"], np.int64), "view": np.asarray(out["view"], np.int64)}
 
 
-def train_dataset(items: Sequence[VideoItem], cfg: ClipConfig = ClipConfig(), *, seed: int | None = 0) -> ray.data.Dataset:
+def train_dataset(items: Sequence[VideoItem], cfg: ClipConfig = ClipConfig(), *,
+                  seed: int | None = 0) -> ray.data.Dataset:
     """Training clips: rows ``{"clip": float32 [3, T, size, size], "label": int64}``, one per video per pass.
 
     Shuffled at file level; every pass (epoch) draws a new order and new clips. Failed files are

@@ -6,8 +6,8 @@ direction, sense of rotation or growth has to be seen over time. Positions wrap 
 so where the object is says nothing about where it goes.
 
 Classes (the first ``num_classes`` of this list are used): right, left, down, up (a square or disk
-moving), clockwise, anticlockwise (a bar spinning about a point), growing, shrinking (a disk). Left/right and the two rotations swap under a
-horizontal flip: train these with flips off.
+moving), clockwise, anticlockwise (a bar spinning about a point), growing, shrinking (a disk).
+Left/right and the two rotations swap under a horizontal flip: train these with flips off.
 
 The rendered frames are a deterministic function of ``seed``; the encoded bytes can differ slightly
 between runs (x264 is not bit-exact from run to run here), the decoded clips by less than one
