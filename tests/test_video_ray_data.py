@@ -19,6 +19,8 @@ CFG = ClipConfig(frames=8, sampling_rate=2, size=24, train_scale=(24, 30), hflip
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
+    if ray.is_initialized():  # a session left over by another module
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
