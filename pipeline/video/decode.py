@@ -74,8 +74,8 @@ class VideoInfo:
 @dataclass(frozen=True)
 class _Index:
     num_frames: int
-    seek_frames: list[int]  # frame indices of safe keyframes, ascending (always starts with 0)
-    seek_pts: list[int | None]
+    seek_frames: list[int]  # frame indices of safe keyframes, ascending, after 0 (the start of the file)
+    seek_pts: list[int | None]  # their packet pts (None for the start)
     seek_keys: dict[tuple, int]  # packet identity (pos, dts) -> frame index
 
 
@@ -214,11 +214,10 @@ def _build_index(path: str, container, stream, deadline: float | None) -> _Index
     for i in range(len(pts) - 1, -1, -1):
         later_min[i] = later_min[i + 1] if pts[i] is None else min(later_min[i + 1], pts[i])
     safe = [(i, p, k) for i, p, k in keyframes if i > 0 and p is not None and later_min[i] >= p]
-    first_pts = keyframes[0][1] if keyframes and keyframes[0][0] == 0 else None
-    return _Index(
+    return _Index(  # slot 0 is the start of the file, reached by reopening it rather than by a seek
         num_frames=len(pts),
         seek_frames=[0] + [i for i, _, _ in safe],
-        seek_pts=[first_pts] + [p for _, p, _ in safe],
+        seek_pts=[None] + [p for _, p, _ in safe],
         seek_keys={k: i for i, _, k in safe},
     )
 
