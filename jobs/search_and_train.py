@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "the search scores at this input too)")
     g.add_argument("--clip-size", type=int, help=f"crop size (default {DEMO_CLIP['size']})")
     g.add_argument("--sampling-rate", type=int, default=DEMO_CLIP["sampling_rate"], help="frame stride")
-    g.add_argument("--no-hflip", action="store_true", help="no flips (direction-sensitive classes, e.g. SSv2)")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips in training (default: on for --data, off for the synthetic "
+                        "data; use --no-hflip for direction-sensitive classes such as Something-Something)")
     g = p.add_argument_group("islands")
     g.add_argument("--actors", type=int, help="search islands (default: from the cluster's CPUs)")
     g.add_argument("--chunk-iterations", type=int, help="iterations per island per round")
@@ -72,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     base = {} if args.preset else dict(DEMO_SEARCH)
     search = SearchConfig.from_preset(args.preset or "S", **(base | overrides | {"frames": frames, "size": size}))
     config = JobConfig(out_dir=args.out, data=args.data, data_format=args.data_format, frames=frames, size=size,
-                       sampling_rate=args.sampling_rate, hflip=not args.no_hflip, search=search, actors=args.actors,
+                       sampling_rate=args.sampling_rate, hflip=args.hflip, search=search, actors=args.actors,
                        chunk_iterations=args.chunk_iterations, top_k=args.top_k, extra_candidates=args.also,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, recipe=args.recipe,
                        eval_clips=args.eval_clips, max_concurrent=args.max_concurrent, seed=search.seed,

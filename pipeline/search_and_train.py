@@ -37,7 +37,7 @@ class JobConfig:
     frames: int = DEMO_CLIP["frames"]
     size: int = DEMO_CLIP["size"]
     sampling_rate: int = DEMO_CLIP["sampling_rate"]
-    hflip: bool = True
+    hflip: bool | None = None  # None: off for the generated data (direction-sensitive classes), else on
     # search
     search: SearchConfig = field(default_factory=lambda: SearchConfig.from_preset(
         "S", frames=DEMO_CLIP["frames"], size=DEMO_CLIP["size"], **DEMO_SEARCH))
@@ -180,7 +180,8 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
 
         # 3. training and multi-view evaluation
         clip = ClipConfig(frames=config.frames, sampling_rate=config.sampling_rate, size=config.size,
-                          train_scale=(config.size, int(config.size * 1.15)), hflip=config.hflip)
+                          train_scale=(config.size, int(config.size * 1.15)),
+                          hflip=config.hflip if config.hflip is not None else bool(config.data))
         recipe = Recipe.paper(config.recipe).scaled(epochs=config.epochs, batch_size=config.batch_size)
         if config.lr is not None:
             recipe = replace(recipe, lr=config.lr)
