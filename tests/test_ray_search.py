@@ -276,6 +276,27 @@ def test_dead_actors_are_restarted_from_the_checkpoint(ray_cluster, reference, t
     assert meta["restarts"] == [1, 1]
 
 
+def test_faults_while_the_next_round_is_already_queued(ray_cluster, tmp_path):
+    """Without migration the driver queues round r + 1 before collecting round r: a death must requeue it."""
+    ray = ray_cluster
+    kw = KW | {"migration_size": 0}
+    local = run_distributed_search(CFG, out_dir=tmp_path / "local", backend="local", **kw)
+    hits = []
+
+    def chaos(info):
+        if info.round == 2:  # round 3 is queued (or running) on this actor right now
+            ray.kill(info.islands[1])
+            hits.append("kill")
+        if info.round == 3:
+            ray.get(info.islands[0].arm_crash.remote(50))  # runs after the queued round 4: dies in round 5
+            hits.append("arm")
+
+    result = run_distributed_search(CFG, out_dir=tmp_path / "ray", backend="ray", on_round=chaos, **kw)
+    assert hits == ["kill", "arm"] and result.restarts == 2
+    assert members(result) == members(local)
+    assert core(result.island_history) == core(local.island_history)
+
+
 def test_an_island_that_keeps_dying_fails_the_search(ray_cluster, tmp_path):
     ray = ray_cluster
 

@@ -471,16 +471,33 @@ class _Driver:
             bar = stack.enter_context(Progress(self.config.iterations, enabled=self.progress, unit="it"))
             bar.update(done)
             pending = self._checkpoint(self.start_round, self.elapsed0) if self.resumed_from is None else None
+            submitted: dict[int, tuple[list, list]] = {}  # round -> (call arguments, refs) per island
+
+            def submit(r: int, immigrants: list[list]) -> None:
+                iters = round_iterations(self.config.iterations, n, settings.chunk_iterations, r)
+                k = settings.migration_size if migrates_after(settings, r, self.rounds) else 0
+                args = [(immigrants[i], iters[i], k) for i in range(n)]
+                submitted[r] = (args, [islands.submit(i, *args[i]) for i in range(n)])
+
             for rnd in range(self.start_round, self.rounds):
                 t0 = time.perf_counter()
-                iters = round_iterations(self.config.iterations, n, settings.chunk_iterations, rnd)
-                k = settings.migration_size if migrates_after(settings, rnd, self.rounds) else 0
-                args = [(self.immigrants[i], iters[i], k) for i in range(n)]
-                refs = [islands.submit(i, *args[i]) for i in range(n)]
+                if rnd not in submitted:
+                    submit(rnd, self.immigrants)
+                # no migration after this round: the next round's calls need nothing from this one, so queue
+                # them now and the actors go on without waiting for the driver (results are the same)
+                if rnd + 1 < self.rounds and not migrates_after(settings, rnd, self.rounds):
+                    submit(rnd + 1, [[] for _ in range(n)])
                 if pending is not None:  # the previous round's checkpoint, written while the islands work
                     self._save(pending)
                     pending = None
-                results = [self._collect(islands, i, refs[i], args[i]) for i in range(n)]
+                args, refs = submitted.pop(rnd)
+                respawned: set[int] = set()
+                results = [self._collect(islands, i, refs[i], args[i], respawned) for i in range(n)]
+                if respawned and rnd + 1 in submitted:  # queued on an actor that died: queue on its successor
+                    next_args, next_refs = submitted[rnd + 1]
+                    for i in respawned:
+                        next_refs[i] = islands.submit(i, *next_args[i])
+                k = args[0][2]
                 wall = time.perf_counter() - t0
                 info = self._record(rnd, results, wall, self.elapsed0 + time.perf_counter() - start, islands)
                 self.states = [r["state"] for r in results]
@@ -503,11 +520,12 @@ class _Driver:
                 self._log_final(mlflow, result)
         return result
 
-    def _collect(self, islands: Any, i: int, ref: Any, args: tuple) -> dict[str, Any]:
+    def _collect(self, islands: Any, i: int, ref: Any, args: tuple, respawned: set[int]) -> dict[str, Any]:
         while True:
             try:
                 return islands.get(i, ref)
             except IslandLost as exc:
+                respawned.add(i)
                 self.restarts[i] += 1
                 if self.restarts[i] > self.settings.max_restarts:
                     raise RuntimeError(f"island {i} died {self.restarts[i]} times (max_restarts="
