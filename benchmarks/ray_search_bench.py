@@ -6,7 +6,9 @@
 
 Each configuration runs the same total iterations with the same total population; runs are interleaved
 (single, 1 actor, 2 actors, repeat) so that load from other processes hits them alike, and the median of
-``--repeats`` is reported. Two walls per distributed run: ``total`` (the whole ``run_distributed_search``
+``--repeats`` is reported. Each distributed run gets a fresh Ray session (``ray.init``, then the search,
+as ``jobs/search.py`` does; ``ray.init`` is not timed), unless ``--same-session``. Two walls per
+distributed run: ``total`` (the whole ``run_distributed_search``
 call: actor start-up, every round, checkpoints, output files) and ``loop`` (first round submitted to last
 round collected). The loop is split into ``startup`` (round 1's wall minus its slowest island's compute:
 mostly Ray starting the actor processes) and ``per round`` (later rounds' wall minus their slowest
@@ -37,6 +39,28 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _burn(n: int = 6_000_000) -> float:
+    t = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i
+    return time.perf_counter() - t
+
+
+def parallel_capacity() -> float:
+    """How much faster two CPU-bound processes get through twice the work than one process through once:
+    2.0 on two free cores, ~1.0 when other work (or a CPU quota) leaves this benchmark one core."""
+    import multiprocessing as mp
+
+    one = _burn()
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_burn, [100_000, 100_000])  # start the workers first
+        t = time.perf_counter()
+        pool.map(_burn, [6_000_000, 6_000_000])
+        two = time.perf_counter() - t
+    return 2 * one / two
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="S")
@@ -49,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="also compare best scores, 2 actors vs single process, over this many seeds")
     p.add_argument("--quality-iterations", type=int, default=500_000)
     p.add_argument("--json", help="write the figures here")
+    p.add_argument("--same-session", action="store_true",
+                   help="run everything in one Ray session (each search then waits for new worker processes) "
+                        "instead of a fresh session per distributed run, as a job does")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds between ray.init and the search (Ray prestarts one worker per CPU meanwhile)")
     args = p.parse_args(argv)
 
     import ray
@@ -57,13 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.search import run_distributed_search
 
     cpus = os.cpu_count()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+    def session() -> None:
+        """A Ray session as `jobs/search.py` has it: ray.init, then the search (not timed: ray.init itself)."""
+        if ray.is_initialized():
+            if args.same_session:
+                return
+            ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        time.sleep(args.settle)
+
+    session()
     config = SearchConfig.from_preset(args.preset, population_size=args.population, iterations=args.iterations,
                                       seed=args.seed)
+    capacity = parallel_capacity()
     print(f"machine: {cpus} CPUs, Ray with 2 CPUs; driver nice {os.nice(0)}, Ray worker niceness "
           f"+{os.environ['RAY_worker_niceness']}; load average before: {_load()}", flush=True)
+    print(f"parallel capacity now: two CPU-bound processes run {capacity:.2f}x as fast as one "
+          f"(2.0 = two free cores; 2 actors cannot beat this)", flush=True)
     print(f"S preset search: population {args.population}, {args.iterations} iterations, chunk {args.chunk} "
-          f"per island per round, {args.repeats} repeats (median)", flush=True)
+          f"per island per round, {args.repeats} repeats (median), "
+          f"{'one Ray session' if args.same_session else 'a fresh Ray session per distributed run'}", flush=True)
     runs: dict[str, list[dict[str, float]]] = {"single": [], "ray-1": [], "ray-2": []}
     with tempfile.TemporaryDirectory() as tmp:
         # warm the page cache and Ray's worker pool once (not measured)
@@ -76,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             runs["single"].append({"total": time.perf_counter() - t, "loop": single.wall_s,
                                    "best": single.best_score})
             for n in (1, 2):
+                session()
                 t = time.perf_counter()
                 r = run_distributed_search(config, out_dir=f"{tmp}/ray{n}", actors=n, chunk_iterations=args.chunk,
                                            overwrite=True)
@@ -113,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         fig[f"ray{n}_per_round_ms"] = 1e3 * med(f"ray-{n}", "per_round")
         fig[f"ray{n}_rounds"] = runs[f"ray-{n}"][0]["rounds"]
     fig["load_after"] = _load()
+    fig["parallel_capacity_before"] = capacity
+    fig["parallel_capacity_after"] = parallel_capacity()
     print()
     print(f"{'':24s}{'wall (s)':>10s}{'it/s':>10s}{'loop (s)':>10s}{'loop it/s':>11s}")
     print(f"{'single process':24s}{fig['single_total_s']:10.2f}{fig['single_it_per_s']:10.0f}"
@@ -128,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {n} actor{'s' if n > 1 else ''}: start-up {fig[f'ray{n}_startup_s']:.2f} s, then "
               f"{fig[f'ray{n}_per_round_ms']:.1f} ms per round beyond the slowest island's compute "
               f"({fig[f'ray{n}_rounds']} rounds of {args.chunk} iterations per island)")
-    print(f"load average after: {fig['load_after']}")
+    print(f"load average after: {fig['load_after']}; parallel capacity after: "
+          f"{fig['parallel_capacity_after']:.2f}x")
 
     if args.quality_seeds:
         q_it = args.quality_iterations
@@ -140,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 c = SearchConfig.from_preset(args.preset, population_size=args.population, iterations=q_it,
                                              seed=seed)
                 s = search(c, progress=False)
+                session()
                 d = run_distributed_search(c, out_dir=f"{tmp}/q{seed}", actors=2, chunk_iterations=args.chunk)
                 rows.append({"seed": seed, "single": s.best_score, "ray2": d.best_score,
                              "single_s": s.wall_s, "ray2_s": d.wall_s})

@@ -260,18 +260,19 @@ def test_dead_actors_are_restarted_from_the_checkpoint(ray_cluster, reference, t
     killed = {}
 
     def chaos(info):
-        if info.round == 2:  # killed from outside between rounds
+        if info.round == 2:  # killed from outside (its next round is queued or running by now)
             killed["kill"] = ray.get(info.islands[1].pid.remote())
             ray.kill(info.islands[1])
-        if info.round == 4:  # dies by itself in the middle of its next chunk
+        if info.round == 4:  # dies by itself in the middle of a later chunk
             killed["exit"] = ray.get(info.islands[0].arm_crash.remote(100))
 
     result = run_distributed_search(CFG, out_dir=tmp_path, backend="ray", on_round=chaos, **KW)
     assert result.restarts == 2 and set(killed) == {"kill", "exit"}
     assert members(result) == members(reference) and result.best == reference.best
     assert core(result.island_history) == core(reference.island_history)
-    restarts = {(r["round"], r["island"]): r["restarts"] for r in result.island_history}
-    assert restarts[(2, 1)] == 0 and restarts[(3, 1)] == 1 and restarts[(5, 0)] == 1 and restarts[(4, 0)] == 0
+    for island in (0, 1):  # counted in the history from the round that failed on
+        counts = [r["restarts"] for r in result.island_history if r["island"] == island]
+        assert counts[0] == 0 and counts[-1] == 1 and counts == sorted(counts)
     meta = read_meta(*resolve_fs(tmp_path))
     assert meta["restarts"] == [1, 1]
 
@@ -288,7 +289,7 @@ def test_faults_while_the_next_round_is_already_queued(ray_cluster, tmp_path):
             ray.kill(info.islands[1])
             hits.append("kill")
         if info.round == 3:
-            ray.get(info.islands[0].arm_crash.remote(50))  # runs after the queued round 4: dies in round 5
+            ray.get(info.islands[0].arm_crash.remote(50))  # runs after the queued rounds: dies in a later one
             hits.append("arm")
 
     result = run_distributed_search(CFG, out_dir=tmp_path / "ray", backend="ray", on_round=chaos, **kw)

@@ -497,15 +497,16 @@ class _Driver:
                     next_args, next_refs = submitted[rnd + 1]
                     for i in respawned:
                         next_refs[i] = islands.submit(i, *next_args[i])
-                k = args[0][2]
                 wall = time.perf_counter() - t0
-                info = self._record(rnd, results, wall, self.elapsed0 + time.perf_counter() - start, islands)
                 self.states = [r["state"] for r in results]
                 incoming: list[list] = [[] for _ in range(n)]
-                if k:
+                if args[0][2]:  # this round's emigrants go round the ring
                     for i, r in enumerate(results):
                         incoming[(i + 1) % n] = r["emigrants"]
                 self.immigrants = incoming
+                if rnd + 1 < self.rounds and rnd + 1 not in submitted:
+                    submit(rnd + 1, incoming)  # the islands go on while the driver does its bookkeeping
+                info = self._record(rnd, results, wall, self.elapsed0 + time.perf_counter() - start, islands)
                 pending = self._checkpoint(rnd + 1, info.elapsed_s)
                 bar.update(info.iterations, best=f"{info.best:.3f}", round=f"{rnd + 1}/{self.rounds}")
                 if mlflow is not None:
