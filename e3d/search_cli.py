@@ -32,6 +32,14 @@ def parse_amount(text: str) -> float:
     return value
 
 
+def parse_count(text: str) -> int:
+    """A whole positive amount: ``500k`` -> 500000, ``512`` -> 512."""
+    value = parse_amount(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(value)
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
@@ -61,8 +69,8 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--max-layers", type=int, help="conv layer limit (stem + 3 per block + head); 0: none")
     p.add_argument("--max-depth", help="blocks per stage: an int, one per stage (3,6,6,6,6), 'official' "
                                        "(the official code's caps for the preset) or 'none' (default)")
-    p.add_argument("--population", type=int, default=512, help="population size (paper: 512)")
-    p.add_argument("--iterations", type=int, default=500_000, help="iterations (paper: 500000)")
+    p.add_argument("--population", type=parse_count, default=512, help="population size (paper: 512)")
+    p.add_argument("--iterations", type=parse_count, default=500_000, help="iterations (paper: 500000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--score", choices=("stentr", "homoentr"), default="stentr")
     p.add_argument("--initial", help="initial structure: zoo name or spec JSON (default: Table 8 at the preset)")

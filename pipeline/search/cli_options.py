@@ -12,35 +12,18 @@ from dataclasses import fields
 from typing import Any
 
 from e3d.evolution import PRESETS, SearchConfig
-
-
-def _number(text: str) -> float:
-    """``1.9e9``, ``1.9G``, ``500k``, ``3.4M``."""
-    scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
-    try:
-        if text and text[-1] in scale:
-            return float(text[:-1]) * scale[text[-1]]
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r} (e.g. 1.9e9, 1.9G, 500k)") from None
-
-
-def _count(text: str) -> int:
-    value = _number(text)
-    if value != int(value):
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
-    return int(value)
+from e3d.search_cli import parse_amount, parse_count
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("e3d search (SearchConfig)")
     g.add_argument("--preset", choices=sorted(PRESETS), help="model size: input, FLOPs budget, layer limit (default S)")
     g.add_argument("--config", metavar="JSON", help="a SearchConfig as JSON (e.g. a search's config.json)")
-    g.add_argument("--iterations", type=_count, help="total iterations over all islands (paper: 500k)")
-    g.add_argument("--population-size", "--population", dest="population_size", type=_count,
+    g.add_argument("--iterations", type=parse_count, help="total iterations over all islands (paper: 500k)")
+    g.add_argument("--population-size", "--population", dest="population_size", type=parse_count,
                    help="total population over all islands (paper: 512)")
-    g.add_argument("--budget-flops", type=_number, help="FLOPs (MACs) budget, e.g. 1.9G")
-    g.add_argument("--budget-params", type=_number, help="params budget, e.g. 3.5M")
+    g.add_argument("--budget-flops", type=parse_amount, help="FLOPs (MACs) budget, e.g. 1.9G")
+    g.add_argument("--budget-params", type=parse_amount, help="params budget, e.g. 3.5M")
     g.add_argument("--max-layers", type=int, help="conv layer limit")
     g.add_argument("--score", choices=("stentr", "homoentr"))
     g.add_argument("--seed", type=int)
