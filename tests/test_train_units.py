@@ -10,7 +10,7 @@ from e3d.model import build_model
 from pipeline.train.candidates import run_names
 from pipeline.train.data import TensorSource, steps_per_epoch
 from pipeline.train.evaluate import Meter, ViewAccumulator, topk_correct
-from pipeline.train.loop import make_optimizer, make_scheduler, param_groups
+from pipeline.train.loop import apply_init, make_optimizer, make_scheduler, param_groups
 from pipeline.train.recipe import PRESETS, Recipe
 from pipeline.train.report import CandidateResult, format_table, table_csv, write_summary
 from pipeline.train.resources import ClusterSnapshot, plan_resources
@@ -243,3 +243,23 @@ def test_run_names_are_stable_distinct_and_extendable():
     assert run_names([base], other_data, r, (2, 3)) != names[:1]
     fresh = run_names([base], src, r, (2, 3), resume=False)[0]
     assert fresh.startswith(names[0] + "-") and fresh != names[0]
+
+
+def test_init_schemes():
+    from e3d.model import InvertedBottleneck
+
+    spec = zoo.get("E3D-init-S").with_input(4, 32).with_num_classes(3)
+    torch.manual_seed(0)
+    kept = apply_init(build_model(spec), "model")
+    blocks = [m for m in kept.modules() if isinstance(m, InvertedBottleneck)]
+    assert all(float(b.project[1].weight.abs().sum()) == 0 for b in blocks)  # zero-gamma residual branches
+    torch.manual_seed(0)
+    fresh = apply_init(build_model(spec), "torch")
+    assert all(torch.all(b.project[1].weight == 1) for b in fresh.modules() if isinstance(b, InvertedBottleneck))
+    dw_model = [m for m in kept.modules() if isinstance(m, torch.nn.Conv3d) and m.groups > 1][-1]  # 192 channels
+    dw_torch = [m for m in fresh.modules() if isinstance(m, torch.nn.Conv3d) and m.groups > 1][-1]
+    assert float(dw_torch.weight.std()) > 3 * float(dw_model.weight.std())  # fan-in vs fan-out on a depthwise conv
+    with pytest.raises(ValueError, match="init must be one of"):
+        Recipe(init="xavier")
+    with pytest.raises(ValueError, match="unknown init"):
+        apply_init(build_model(spec), "xavier")

@@ -18,7 +18,7 @@ from e3d.spec import ArchSpec
 
 from .data import as_source
 from .recipe import Recipe
-from .report import CandidateResult, format_table, write_summary
+from .report import CandidateResult, write_summary
 from .resources import ResourcePlan, plan_resources
 from .trainer import RESULT_FILE, default_run_name, train_one, trained_spec
 
@@ -124,7 +124,6 @@ def _run_tune(specs, source, names, kwargs, plan, out_dir, verbose) -> list[Cand
 
 def _log_summary(results: list[CandidateResult], tracking: Any, folder: Path) -> None:
     paths = write_summary(results, folder)
-    print(format_table(results))
     if tracking is None or not tracking.parent_run_id:
         return
     try:

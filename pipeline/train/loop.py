@@ -58,6 +58,18 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
     return groups
 
 
+def apply_init(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise a freshly built network per ``Recipe.init`` (see ``recipe.INITS``); "model" keeps it."""
+    if scheme == "model":
+        return model
+    if scheme != "torch":
+        raise ValueError(f"unknown init scheme {scheme!r}")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
+            m.reset_parameters()
+    return model
+
+
 def make_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.SGD:
     return torch.optim.SGD(param_groups(model, recipe), lr=lr, momentum=recipe.momentum,
                            nesterov=recipe.nesterov and recipe.momentum > 0)
@@ -144,7 +156,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model = build_model(spec, dropout=recipe.dropout)
+    model = apply_init(build_model(spec, dropout=recipe.dropout), recipe.init)
     if device.type == "cuda" and world > 1 and recipe.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
