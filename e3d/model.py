@@ -6,6 +6,8 @@ size ``r`` to ``ceil(r / stride)``. :mod:`e3d.cost` counts exactly what is built
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -136,11 +138,17 @@ class VideoNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs, unit BN (zero for the last BN of each residual branch), small linear layers."""
+def init_weights(model: nn.Module, *, zero_init_residual: bool = True) -> None:
+    """Kaiming-normal convs on fan-out, unit BN (zero for the last BN of each residual branch when
+    ``zero_init_residual``), small linear layers.
+
+    The fan-out is counted per group: ``torch.nn.init`` ignores ``groups``, which would make depthwise
+    weights ``sqrt(channels)`` times too small (pySlowFast's X3D init has that flaw) and stall short runs.
+    """
     for m in model.modules():
         if isinstance(m, nn.Conv3d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            fan_out = m.out_channels // m.groups * math.prod(m.kernel_size)
+            nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm3d):
@@ -149,9 +157,10 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
-    for m in model.modules():
-        if isinstance(m, InvertedBottleneck):
-            nn.init.zeros_(m.project[1].weight)  # each block starts as its shortcut
+    if zero_init_residual:
+        for m in model.modules():
+            if isinstance(m, InvertedBottleneck):
+                nn.init.zeros_(m.project[1].weight)  # each block starts as its shortcut
 
 
 def build_model(spec: ArchSpec, *, num_classes: int | None = None, dropout: float = 0.5) -> VideoNet:

@@ -51,3 +51,13 @@ def test_x3d_family_blocks():
     model = build_model(zoo.get("X3D-S"))
     assert model.stem[1].kernel_size == (5, 1, 1) and model.stem[1].groups == 24
     assert isinstance(model.stages[0][0].act, nn.SiLU)
+
+
+def test_init_counts_fan_out_per_group():
+    """Depthwise convs get std sqrt(2 / (kernel volume)), not sqrt(2 / (channels * volume))."""
+    torch.manual_seed(0)
+    model = build_model(zoo.get("E3D-S"))
+    dw = model.stages[4][0].depthwise[0]  # 384 channels, 3x3x3
+    assert dw.weight.std().item() == pytest.approx((2 / 27) ** 0.5, rel=0.05)
+    expand = model.stages[4][0].expand[0]  # dense 1x1x1, 120 -> 384
+    assert expand.weight.std().item() == pytest.approx((2 / 384) ** 0.5, rel=0.05)
