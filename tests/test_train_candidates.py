@@ -68,6 +68,7 @@ def test_candidates_train_concurrently_and_nest_in_mlflow(cluster, videos, tmp_p
     assert {c.info.run_id for c in children} == {r.mlflow_run_id for r in results}
     assert all(c.info.status == "FINISHED" for c in children)
     summary = {f.path for f in client.list_artifacts(parent_id, "summary")}
-    assert summary == {"summary/summary.csv", "summary/summary.json", "summary/summary.txt", "summary/curves.png"}
+    assert summary == {"summary/summary.csv", "summary/summary.json", "summary/summary.txt", "summary/curves.png",
+                       "summary/skipped.json"}
     csv_text = (tmp_path / "out" / "summary" / "summary.csv").read_text()
     assert csv_text.splitlines()[0].startswith("candidate,gflops") and len(csv_text.splitlines()) == 3

@@ -249,16 +249,26 @@ def test_init_schemes():
     from e3d.model import InvertedBottleneck
 
     spec = zoo.get("E3D-init-S").with_input(4, 32).with_num_classes(3)
+
+    def gammas(model):
+        return [b.project[1].weight.detach() for b in model.modules() if isinstance(b, InvertedBottleneck)]
+
+    def convs(model):
+        return [m.weight.detach().clone() for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+
     torch.manual_seed(0)
     kept = apply_init(build_model(spec), "model")
-    blocks = [m for m in kept.modules() if isinstance(m, InvertedBottleneck)]
-    assert all(float(b.project[1].weight.abs().sum()) == 0 for b in blocks)  # zero-gamma residual branches
     torch.manual_seed(0)
+    reference = build_model(spec)
+    assert all(torch.equal(a, b) for a, b in zip(convs(kept), convs(reference)))  # "model" changes nothing
+    assert all(float(g.abs().sum()) == 0 for g in gammas(kept))  # zero-gamma residual branches
+    unit = apply_init(build_model(spec), "model-unit-gamma")
+    assert all(torch.all(g == 1) for g in gammas(unit))
     fresh = apply_init(build_model(spec), "torch")
-    assert all(torch.all(b.project[1].weight == 1) for b in fresh.modules() if isinstance(b, InvertedBottleneck))
-    dw_model = [m for m in kept.modules() if isinstance(m, torch.nn.Conv3d) and m.groups > 1][-1]  # 192 channels
-    dw_torch = [m for m in fresh.modules() if isinstance(m, torch.nn.Conv3d) and m.groups > 1][-1]
-    assert float(dw_torch.weight.std()) > 3 * float(dw_model.weight.std())  # fan-in vs fan-out on a depthwise conv
+    assert all(torch.all(g == 1) for g in gammas(fresh))
+    linear = fresh.classifier.fc.weight.detach()
+    bound = 1 / math.sqrt(linear.shape[1])  # PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert float(linear.abs().max()) <= bound and float(linear.std()) > 0.5 * bound / math.sqrt(3)
     with pytest.raises(ValueError, match="init must be one of"):
         Recipe(init="xavier")
     with pytest.raises(ValueError, match="unknown init"):

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from e3d.spec import ArchSpec
 
-from .data import as_source
+from .data import VideoSource, as_source
 from .recipe import Recipe
 from .report import CandidateResult, write_summary
 from .resources import ResourcePlan, plan_resources
@@ -88,7 +88,7 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
         results = [train_one(specs[0], source, run_name=names[0], **kwargs)]
     else:
         results = _run_tune(specs, source, names, kwargs, plan, out_dir, verbose)
-    _log_summary(results, tracking, out_dir / "summary")
+    _log_summary(results, tracking, out_dir / "summary", source)
     return results
 
 
@@ -122,8 +122,17 @@ def _run_tune(specs, source, names, kwargs, plan, out_dir, verbose) -> list[Cand
     return results
 
 
-def _log_summary(results: list[CandidateResult], tracking: Any, folder: Path) -> None:
+def _log_summary(results: list[CandidateResult], tracking: Any, folder: Path, source: Any = None) -> None:
     paths = write_summary(results, folder)
+    if isinstance(source, VideoSource):  # the files the decode tasks had to skip, if any
+        try:
+            from pipeline.video.ray_data import skipped_report
+
+            skipped = skipped_report(log=True)
+            (folder / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+            paths.append(folder / "skipped.json")
+        except Exception as exc:  # a report, never a reason to fail the job
+            print(f"[train] no skipped-files report: {exc!r}")
     if tracking is None or not tracking.parent_run_id:
         return
     try:

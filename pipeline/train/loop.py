@@ -62,6 +62,11 @@ def apply_init(model: nn.Module, scheme: str) -> nn.Module:
     """Re-initialise a freshly built network per ``Recipe.init`` (see ``recipe.INITS``); "model" keeps it."""
     if scheme == "model":
         return model
+    if scheme == "model-unit-gamma":
+        from e3d.model import init_weights
+
+        init_weights(model, zero_init_residual=False)
+        return model
     if scheme != "torch":
         raise ValueError(f"unknown init scheme {scheme!r}")
     for m in model.modules():

@@ -142,15 +142,12 @@ class Recipe:
 
 
 INITS = {
-    # X3D's (pySlowFast's) init as built by e3d.model: Kaiming-normal fan-out convs, zero gamma on the last BN
-    # of every residual branch (Goyal et al.'s large-batch trick), N(0, 0.01) linear layers. Right for the
-    # paper's long, large-batch runs.
+    # e3d.model's X3D-style init: Kaiming-normal fan-out convs (counted per group), zero gamma on the last BN
+    # of every residual branch (Goyal et al.'s large-batch trick), N(0, 0.01) linear layers. The paper's runs.
     "model": "e3d.model.init_weights (Kaiming fan-out convs, zero-gamma residual BN, N(0, 0.01) linears)",
-    # PyTorch's default conv/linear init and unit gamma everywhere. Fan-out on a depthwise conv gives weights
-    # ~sqrt(channels) times smaller than fan-in, and with BN after it that multiplies the effective learning
-    # rate of those weights; with zero-gamma branches a short small-batch run barely moves. Measured on the
-    # synthetic motion data (E3D-init-S, 8x64x64, 72 clips, SGD 0.05, 15 epochs): "model" stays at chance,
-    # "torch" reaches 88% validation top-1 (docs/training.md).
+    # The same with unit gamma everywhere: every block contributes from the first step.
+    "model-unit-gamma": "e3d.model.init_weights(zero_init_residual=False)",
+    # PyTorch's default conv/linear init (Kaiming-uniform on fan-in, a=sqrt(5)) and unit gamma everywhere.
     "torch": "PyTorch defaults for convs and linears, unit gamma on every BN",
 }
 

@@ -120,14 +120,15 @@ def plot_curves(histories: dict[str, Sequence[dict[str, Any]]], path: str | Path
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, hist in histories.items():
+    for i, (name, hist) in enumerate(histories.items()):
         ep = [h["epoch"] for h in hist]
-        for key, style in (("train", "--"), ("val", "-")):
+        for key, style in (("train", "--"), ("val", "-")):  # one colour per candidate, dashed = train
             if any(f"{key}_loss" in h for h in hist):
-                ax_loss.plot(ep, [h.get(f"{key}_loss", float("nan")) for h in hist], style, marker="o",
-                             label=f"{name} {key}")
-                ax_acc.plot(ep, [h.get(f"{key}_top1", float("nan")) for h in hist], style, marker="o",
-                            label=f"{name} {key}")
+                ax_loss.plot(ep, [h.get(f"{key}_loss", float("nan")) for h in hist], style, color=f"C{i % 10}",
+                             marker="o", ms=3, label=f"{name} {key}")
+                ax_acc.plot(ep, [h.get(f"{key}_top1", float("nan")) for h in hist], style, color=f"C{i % 10}",
+                            marker="o", ms=3, label=f"{name} {key}")
+    ax_loss.set_yscale("log")  # early validation losses (BN statistics still settling) dwarf the rest
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="top-1 accuracy")
     for ax in (ax_loss, ax_acc):
@@ -152,7 +153,8 @@ def write_summary(results: Sequence[CandidateResult], folder: str | Path) -> lis
     paths[0].write_text(table_csv(results))
     paths[1].write_text(json.dumps([r.to_dict() for r in results], indent=2, default=str) + "\n")
     paths[2].write_text(format_table(results) + "\n")
-    hist = {r.name: r.history for r in results if r.history}
+    names = [r.name for r in results]
+    hist = {(r.name if names.count(r.name) == 1 else r.run_name): r.history for r in results if r.history}
     if hist:
         paths.append(plot_curves(hist, folder / "curves.png", "candidates"))
     return paths
