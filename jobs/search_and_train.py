@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from e3d.evolution import SearchConfig  # noqa: E402
 from pipeline.search.cli_options import add_ray_options, add_search_options, init_ray, search_overrides  # noqa: E402
-from pipeline.search_and_train import DEMO_CLIP, DEMO_SEARCH, JobConfig, quick, run_job  # noqa: E402
+from pipeline.search_and_train import DEMO_CLIP, DEMO_SEARCH, DEMO_TRAIN, JobConfig, quick, run_job  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-frames", type=int, help=f"frames per clip (default {DEMO_CLIP['frames']}; "
                                                    "the search scores at this input too)")
     g.add_argument("--clip-size", type=int, help=f"crop size (default {DEMO_CLIP['size']})")
-    g.add_argument("--sampling-rate", type=int, default=DEMO_CLIP["sampling_rate"], help="frame stride")
+    g.add_argument("--sampling-rate", type=int, default=DEMO_CLIP["sampling_rate"], help="frame stride "
+                   f"(default {DEMO_CLIP['sampling_rate']})")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips in training (default: on for --data, off for the synthetic "
                         "data; use --no-hflip for direction-sensitive classes such as Something-Something)")
@@ -52,9 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=2, help="distinct candidates to train")
     g.add_argument("--also", action="append", default=[], metavar="NAME",
                    help="also train a zoo entry or spec file on the same data (e.g. X3D-S)")
-    g.add_argument("--epochs", type=int, default=8)
+    g.add_argument("--epochs", type=int, default=15)
     g.add_argument("--batch-size", type=int, default=8, help="per worker")
-    g.add_argument("--lr", type=float, help="learning rate (default: the recipe's, linearly scaled)")
+    g.add_argument("--lr", type=float, help="learning rate (default: the recipe's, linearly scaled; "
+                                             f"{DEMO_TRAIN['lr']} for the synthetic demo)")
+    g.add_argument("--init", choices=("model", "torch"), help="weight init (default: 'model' for --data, "
+                                                              f"'{DEMO_TRAIN['init']}' for the demo's short run)")
     g.add_argument("--recipe", default="sthsth", help="paper recipe to scale (sthsth, kinetics)")
     g.add_argument("--eval-clips", type=int, default=2, help="K clips x 3 crops per video at the end")
     g.add_argument("--max-concurrent", type=int, help="candidates trained at once (default: from resources)")
@@ -76,7 +80,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     config = JobConfig(out_dir=args.out, data=args.data, data_format=args.data_format, frames=frames, size=size,
                        sampling_rate=args.sampling_rate, hflip=args.hflip, search=search, actors=args.actors,
                        chunk_iterations=args.chunk_iterations, top_k=args.top_k, extra_candidates=args.also,
-                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, recipe=args.recipe,
+                       epochs=args.epochs, batch_size=args.batch_size, recipe=args.recipe,
+                       lr=args.lr if args.data or args.lr else DEMO_TRAIN["lr"],
+                       init=args.init or ("model" if args.data else DEMO_TRAIN["init"]),
                        eval_clips=args.eval_clips, max_concurrent=args.max_concurrent, seed=search.seed,
                        tracking_uri=args.tracking_uri, experiment=args.experiment, log_model=not args.no_log_model)
     return quick(config) if args.quick else config

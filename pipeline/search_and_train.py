@@ -20,9 +20,12 @@ from e3d import zoo
 from e3d.evolution import SearchConfig, top_k_distinct
 from e3d.spec import ArchSpec
 
-# The embedded default: a search sized for training on a laptop CPU at the demo clip size.
-DEMO_CLIP = {"frames": 16, "size": 56, "sampling_rate": 2}
-DEMO_SEARCH = {"budget_flops": 0.15e9, "population_size": 64, "iterations": 20_000}
+# The embedded default: a search sized for training on a laptop CPU at the demo clip size (8 x 56^2: at
+# 8 x 64^2 a 3x3x3 stage would see an 8x8x8 map, where STEntr is infinite), candidates shallow enough to
+# learn in a short run, and the short-run recipe of pipeline.train.cli (PyTorch's init, a fixed lr).
+DEMO_CLIP = {"frames": 8, "size": 56, "sampling_rate": 4}
+DEMO_SEARCH = {"budget_flops": 0.08e9, "population_size": 64, "iterations": 20_000, "max_layers": 41}
+DEMO_TRAIN = {"lr": 0.02, "init": "torch"}
 
 
 @dataclass
@@ -46,9 +49,10 @@ class JobConfig:
     # candidates and training
     top_k: int = 2
     extra_candidates: Sequence[str] = ()  # zoo names (or spec files) trained beside the found ones
-    epochs: int = 8
+    epochs: int = 15
     batch_size: int = 8
-    lr: float | None = None
+    lr: float | None = DEMO_TRAIN["lr"]  # None: the recipe's, scaled linearly to the global batch
+    init: str = DEMO_TRAIN["init"]  # "model" (e3d.model's) or "torch" (PyTorch defaults): recipe.INITS
     recipe: str = "sthsth"
     eval_clips: int = 2
     eval_crops: int = 3
@@ -88,7 +92,7 @@ class JobResult:
 def quick(config: JobConfig) -> JobConfig:
     """A minimal end-to-end run (smoke tests, cluster checks): tiny data, search and training."""
     return replace(config, synthetic={"num_classes": 2, "clips_per_class": 6, "frames": 16, "size": 48},
-                   frames=8, size=40, sampling_rate=2, epochs=1, batch_size=4, eval_clips=1, top_k=1,
+                   frames=8, size=40, sampling_rate=2, epochs=1, lr=0.02, batch_size=4, eval_clips=1, top_k=1,
                    search=replace(config.search, frames=8, size=40, budget_flops=0.03e9, population_size=16,
                                   iterations=400), chunk_iterations=100, log_model=False)
 
@@ -182,9 +186,8 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
         clip = ClipConfig(frames=config.frames, sampling_rate=config.sampling_rate, size=config.size,
                           train_scale=(config.size, int(config.size * 1.15)),
                           hflip=config.hflip if config.hflip is not None else bool(config.data))
-        recipe = Recipe.paper(config.recipe).scaled(epochs=config.epochs, batch_size=config.batch_size)
-        if config.lr is not None:
-            recipe = replace(recipe, lr=config.lr)
+        recipe = Recipe.paper(config.recipe).scaled(epochs=config.epochs, batch_size=config.batch_size,
+                                                    lr=config.lr, init=config.init)
         results = train_candidates(specs, dataset, clip=clip, recipe=recipe, tracking=child,
                                    out_dir=out / "train", eval_clips=config.eval_clips,
                                    eval_crops=config.eval_crops, max_concurrent=config.max_concurrent,
