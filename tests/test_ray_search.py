@@ -65,14 +65,6 @@ def reference(tmp_path_factory):
     return run_distributed_search(CFG, out_dir=out, backend="local", **KW)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 # -- the plan --------------------------------------------------------------------------------------------
 def test_round_plan_covers_exactly_the_budget():
     for iterations, actors, chunk in [(6000, 2, 500), (6001, 2, 500), (7, 3, 5), (500_000, 2, 25_000), (1, 4, 10)]:

@@ -18,18 +18,11 @@ RECIPE = Recipe.paper("sthsth").scaled(epochs=2, batch_size=16, lr=0.05)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def source():
     return TensorSource.synthetic(num_classes=4, n_train=32, n_val=8, frames=4, size=32, seed=5)
 
 
-def test_worker_killed_mid_run_resumes_from_checkpoint(cluster, source, tmp_path):
+def test_worker_killed_mid_run_resumes_from_checkpoint(ray_cluster, source, tmp_path):
     marker = tmp_path / "killed"
     r = train_one(SPEC, source, recipe=RECIPE, out_dir=tmp_path, eval_clips=1, eval_crops=1, run_name="chaos",
                   max_failures=1, loop_extra={"fail_once_at_epoch": [1, str(marker)]})
@@ -41,7 +34,7 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(cluster, source, tmp_path
 
 
 @pytest.mark.slow
-def test_worker_loss_beyond_max_failures_fails_the_candidate(cluster, source, tmp_path):
+def test_worker_loss_beyond_max_failures_fails_the_candidate(ray_cluster, source, tmp_path):
     tracking = Tracking.local(tmp_path / "mlruns", "test-failure")
     r = train_one(SPEC, source, recipe=RECIPE, tracking=tracking, out_dir=tmp_path, eval_clips=1, eval_crops=1,
                   run_name="doomed", max_failures=0,

@@ -22,19 +22,12 @@ RECIPE = Recipe.paper("sthsth").scaled(epochs=2, batch_size=8, lr=0.05)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def source():
     return TensorSource.synthetic(num_classes=4, n_train=64, n_val=16, frames=4, size=32, seed=3)
 
 
 @pytest.fixture(scope="module")
-def first(cluster, source, tmp_path_factory):
+def first(ray_cluster, source, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     tracking = Tracking.local(out / "mlruns", "test-train")
     with tracking.run("job") as parent:
@@ -46,7 +39,7 @@ def first(cluster, source, tmp_path_factory):
     return out, child, parent_id, result
 
 
-def test_plan_on_two_cpus(cluster):
+def test_plan_on_two_cpus(ray_cluster):
     plan = plan_resources(2)
     assert plan.num_workers == 1 and plan.cpus_per_worker == 1 and plan.data_cpus == 1 and plan.concurrent == 1
 

@@ -15,14 +15,6 @@ SMALL = dict(iterations=6000, population_sizes=(16, 32), islands=(1, 2), migrati
              migration_sizes=(1, 4), chunk_iterations=(500, 1000))
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_trial_config_normalises_weights_and_keeps_the_budget():
     params = {"population_size": 64, "p_kernel": 1.0, "p_width": 3.0, "p_bottleneck": 0.0, "p_depth": 4.0,
               "islands": 4, "migration_interval": 2, "migration_size": 8, "chunk_iterations": 2500}
