@@ -104,10 +104,12 @@ def test_mlflow_child_run(first):
 
 
 def test_resume_continues_from_last_checkpoint(first, source):
-    out, tracking, _, r1 = first
+    out, tracking, first_parent, r1 = first
+    with tracking.run("job-again") as again:  # a second job run resumes the candidate
+        new_parent = again.info.run_id
     more = RECIPE.scaled(epochs=3)
-    r2 = train_one(SPEC, source, recipe=more, tracking=tracking, out_dir=out, eval_clips=2, eval_crops=3,
-                   run_name="tiny", plan=plan_resources(1), log_model=False)
+    r2 = train_one(SPEC, source, recipe=more, tracking=tracking.child(new_parent), out_dir=out, eval_clips=2,
+                   eval_crops=3, run_name="tiny", plan=plan_resources(1), log_model=False)
     assert r2.ok, r2.error
     assert r2.resumed_from_epoch == 2 and r2.epochs == 3
     assert [h["epoch"] for h in r2.history] == [1, 2, 3]
@@ -119,4 +121,5 @@ def test_resume_continues_from_last_checkpoint(first, source):
     assert steps == [1, 2, 3]
     run = client.get_run(r2.mlflow_run_id)
     assert run.data.params["recipe.epochs"] == "2" and run.data.tags["changed.recipe.epochs"] == "3"
+    assert run.data.tags[PARENT_TAG] == new_parent and run.data.tags["e3d.previous_parent_run"] == first_parent
     assert load_state(r2.checkpoint)["scheduler"]["last_epoch"] == 24

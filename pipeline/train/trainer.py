@@ -169,8 +169,11 @@ def _log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
 def _open_mlflow_run(tracking: Any, folder: Path, run_name: str, display_name: str, resume: bool,
                      tags: dict[str, str]) -> tuple[Any, str, bool]:
     """(client, run id, resumed): the run recorded in ``folder`` when resuming and it still exists in this
-    store, else a new run nested under ``tracking.parent_run_id``."""
+    store (moved under ``tracking.parent_run_id`` when a new job run resumes it), else a new run nested under
+    ``tracking.parent_run_id``."""
     from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import PARENT_TAG
 
     client = MlflowClient(tracking.tracking_uri)
     marker = folder / MLFLOW_FILE
@@ -181,6 +184,12 @@ def _open_mlflow_run(tracking: Any, folder: Path, run_name: str, display_name: s
                 run = client.get_run(info["run_id"])
                 if run.info.lifecycle_stage == "active":
                     client.update_run(run.info.run_id, status="RUNNING")
+                    old_parent = run.data.tags.get(PARENT_TAG)
+                    if tracking.parent_run_id and old_parent != tracking.parent_run_id:
+                        # resumed by a new job run: nest under it (the UI shows a run under one parent)
+                        client.set_tag(run.info.run_id, PARENT_TAG, tracking.parent_run_id)
+                        if old_parent:
+                            client.set_tag(run.info.run_id, "e3d.previous_parent_run", old_parent)
                     return client, run.info.run_id, True
             except Exception:
                 pass
@@ -293,6 +302,22 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
     return result
 
 
+def _has_current_model(tracking: Any, run_id: str, result: CandidateResult) -> bool:
+    """Whether a resumed run that trained nothing new already has its final model logged."""
+    if result.resumed_from_epoch < result.epochs:
+        return False
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking.tracking_uri)
+        run = mlflow.tracking.MlflowClient(tracking.tracking_uri).get_run(run_id)
+        models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                             filter_string=f"source_run_id = '{run_id}'", output_format="list")
+        return len(models) > 0
+    except Exception:
+        return False
+
+
 def _fill_from_state(result: CandidateResult, state: dict[str, Any]) -> None:
     history = list(state["history"])
     final = state.get("final") or {}
@@ -331,7 +356,7 @@ def _finish_mlflow(client: Any, tracking: Any, run_id: str, result: CandidateRes
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, result.epochs) for k, v in finals.items()
                                           if v is not None and math.isfinite(float(v))])
         client.log_artifact(run_id, str(folder / RESULT_FILE), "result")
-        if log_model and result.checkpoint and result.ok:
+        if log_model and result.checkpoint and result.ok and not _has_current_model(tracking, run_id, result):
             log_final_model(tracking, run_id, result.checkpoint)
     except Exception as exc:  # keep the training result even if an artifact fails
         print(f"[train] {result.name}: MLflow artifacts failed: {exc!r}")
