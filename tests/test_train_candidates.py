@@ -25,6 +25,8 @@ NARROW = BASE.replace(name="narrow", head=BASE.head.__class__((1, 1, 1), 128), h
 
 @pytest.fixture(scope="module")
 def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # room for 2 candidates at once
     yield
     ray.shutdown()
