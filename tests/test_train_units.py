@@ -36,6 +36,8 @@ def test_linear_scaling_rule_and_scaled_warmup():
     assert r.lr_for(4) == pytest.approx(0.8 * 32 / 256)
     assert r.warmup_epochs == pytest.approx(10 * 4 / 128)  # the warm-up keeps its fraction of the run
     assert r.scaled(lr=0.1).lr_for(3) == 0.1  # an absolute lr pins it
+    assert r.scaled(epochs=8, warmup_epochs=2).warmup_epochs == 2  # an explicit warm-up wins
+    assert r.scaled(init="torch", label_smoothing=0.1).init == "torch"
     assert r.params(2)["recipe.peak_lr"] == pytest.approx(0.8 * 16 / 256)
     assert Recipe.from_dict(r.to_dict()) == r
     with pytest.raises(ValueError, match="unknown recipe field"):

@@ -89,13 +89,16 @@ class Recipe:
                lr: float | None = None, **changes: Any) -> "Recipe":
         """This recipe for a shorter/longer run or another per-worker batch.
 
-        The warm-up keeps its fraction of the run (``warmup_epochs * epochs / self.epochs``); the learning
+        The warm-up keeps its fraction of the run (``warmup_epochs * epochs / self.epochs``) unless
+        ``warmup_epochs`` is given; the learning
         rate keeps following the linear scaling rule (resolved by :meth:`lr_for` once the number of workers
         is known) unless ``lr`` pins it.
         """
         new_epochs = self.epochs if epochs is None else epochs
-        warmup = self.warmup_epochs * new_epochs / self.epochs
-        return replace(self, epochs=new_epochs, warmup_epochs=round(warmup, 6),
+        warmup = changes.pop("warmup_epochs", None)
+        if warmup is None:
+            warmup = round(self.warmup_epochs * new_epochs / self.epochs, 6)
+        return replace(self, epochs=new_epochs, warmup_epochs=warmup,
                        batch_size=self.batch_size if batch_size is None else batch_size,
                        lr=self.lr if lr is None else lr, **changes)
 
