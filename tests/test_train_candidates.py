@@ -13,7 +13,7 @@ mlflow = pytest.importorskip("mlflow")
 from e3d import zoo  # noqa: E402
 from e3d.spec import SpecError  # noqa: E402
 from pipeline.tracking import PARENT_TAG, Tracking  # noqa: E402
-from pipeline.train import Recipe, TensorSource, plan_resources, train_candidates  # noqa: E402
+from pipeline.train import Recipe, TensorSource, plan_resources, train_candidates, train_one  # noqa: E402
 from pipeline.video.formats import load_dataset  # noqa: E402
 from pipeline.video.ray_data import ClipConfig  # noqa: E402
 from pipeline.video.synthetic import make_synthetic_dataset  # noqa: E402
@@ -74,3 +74,20 @@ def test_candidates_train_concurrently_and_nest_in_mlflow(cluster, videos, tmp_p
                        "summary/skipped.json"}
     csv_text = (tmp_path / "out" / "summary" / "summary.csv").read_text()
     assert csv_text.splitlines()[0].startswith("candidate,gflops") and len(csv_text.splitlines()) == 3
+
+
+def test_two_workers_all_reduce_and_gather(cluster, tmp_path):
+    """DDP over gloo with 2 workers: validation counts are summed over both shards and the multi-view
+    evaluation gathers every video's views from both workers."""
+    src = TensorSource.synthetic(num_classes=4, n_train=32, n_val=10, frames=4, size=32, seed=7)
+    plan = plan_resources(1, workers=2, data_cpus=1)
+    assert plan.num_workers == 2 and plan.cpus_per_worker == 1
+    recipe = Recipe.paper("sthsth").scaled(epochs=1, batch_size=4, lr=0.05)
+    r = train_one(BASE, src, recipe=recipe, out_dir=tmp_path, eval_clips=2, eval_crops=3, plan=plan,
+                  run_name="ddp", log_model=False)
+    assert r.ok, r.error
+    h = r.history[0]
+    assert h["train_samples"] == 32 and h["steps"] == 4  # 16 clips per worker, batch 4
+    assert h["val_samples"] == 10  # 5 + 5 (or any split): the all-reduced total, not rank 0's shard
+    assert r.mv_videos == 10 and r.mv_views_per_video == 6.0  # views of a video may sit on both workers
+    assert r.resources["num_workers"] == 2
