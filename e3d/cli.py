@@ -16,14 +16,23 @@ from typing import Any, Sequence
 
 from . import zoo
 from .cost import cost
-from .scores import homoentr, stentr
+from .scores import InfiniteScoreError, homoentr, stentr
 from .spec import ArchSpec, SpecError, load_specs
 
 
-def summarize(spec: ArchSpec) -> dict[str, Any]:
-    """The comparison summary of a spec: costs, scores and its shape."""
+def summarize(spec: ArchSpec, *, strict: bool = True) -> dict[str, Any]:
+    """The comparison summary of a spec: costs, scores and its shape.
+
+    ``strict``: refuse a spec whose STEntr is infinite (``InfiniteScoreError``, a ``SpecError``); otherwise
+    report it as ``inf`` (a spec trained at an input the score cannot handle still has costs and a shape).
+    """
     c = cost(spec)
-    st = stentr(spec)  # InfiniteScoreError (a SpecError) refuses the spec with its reason
+    try:
+        st = stentr(spec)
+    except InfiniteScoreError:
+        if strict:
+            raise
+        st = float("inf")
     return {
         "name": spec.name, "flops": c.flops, "gflops": round(c.gflops, 4), "params": c.params,
         "mparams": round(c.mparams, 4), "layers": c.layers, "stentr": st, "homoentr": homoentr(spec),

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from e3d import zoo
 from e3d.evolution import SearchConfig, top_k_distinct
 from e3d.spec import ArchSpec
 
@@ -97,13 +96,6 @@ def quick(config: JobConfig) -> JobConfig:
                                   iterations=400), chunk_iterations=100, log_model=False)
 
 
-def load_candidate(name: str) -> ArchSpec:
-    """A zoo name or a spec JSON file."""
-    from e3d.spec import load_spec
-
-    return zoo.get(name) if name in zoo.names() else load_spec(name)
-
-
 def prepare_data(config: JobConfig, out: Path):
     """The dataset to train on: the user's folder, or the synthetic one generated under ``out/data``."""
     from pipeline.video.formats import load_dataset
@@ -120,9 +112,11 @@ def prepare_data(config: JobConfig, out: Path):
 
 def select_candidates(population: Sequence[Any], config: JobConfig) -> list[ArchSpec]:
     """The top-K structurally distinct specs of the search, named by rank, plus any extra candidates."""
+    from pipeline.train.cli import resolve_specs
+
     chosen = top_k_distinct(population, config.top_k)
     specs = [ind.spec(f"cand{rank + 1}") for rank, ind in enumerate(chosen)]
-    specs += [load_candidate(name) for name in config.extra_candidates]
+    specs += resolve_specs(list(config.extra_candidates))
     return specs
 
 

@@ -60,3 +60,14 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "e3d.cli", "score", "--zoo", "X3D-M"], capture_output=True,
                          text=True, check=True).stdout
     assert json.loads(out)["name"] == "X3D-M"
+
+
+def test_summarize_reports_infinite_stentr_when_not_strict():
+    from e3d.cli import summarize
+    from e3d.scores import InfiniteScoreError
+
+    spec = zoo.get("E3D-init-S").with_input(frames=3, size=96)
+    with pytest.raises(InfiniteScoreError):
+        summarize(spec)
+    row = summarize(spec, strict=False)
+    assert row["stentr"] == float("inf") and row["flops"] > 0

@@ -27,6 +27,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from e3d.cost import cost
 from e3d.spec import ArchSpec
+from pipeline.tracking import spec_params
 
 from .data import as_source, steps_per_epoch
 from .loop import load_state, model_from_checkpoint, train_loop_per_worker
@@ -111,24 +112,6 @@ def trained_spec(spec: ArchSpec, source: Any) -> ArchSpec:
     return out.replace(sampling_rate=getattr(source, "sampling_rate", None) or spec.sampling_rate)
 
 
-def spec_summary(spec: ArchSpec) -> dict[str, Any]:
-    """``pipeline.tracking.spec_params`` or, where the STEntr refinement is infinite at this input, the same
-    without the score (``stentr = inf``)."""
-    from pipeline.tracking import spec_params
-
-    try:
-        return spec_params(spec)
-    except ValueError:
-        from e3d.scores import homoentr
-
-        c = cost(spec)
-        return {"arch": spec.name, "flops": c.flops, "gflops": round(c.gflops, 4), "params": c.params,
-                "mparams": round(c.mparams, 4), "layers": c.layers, "stentr": float("inf"),
-                "homoentr": round(homoentr(spec), 4), "kernels": spec.kernel_pattern,
-                "depths": "-".join(map(str, spec.depths)), "widths": "-".join(map(str, spec.widths)),
-                "input": f"{spec.frames}x{spec.size}x{spec.size}", "family": spec.family}
-
-
 def default_run_name(spec: ArchSpec, source: Any, recipe: Recipe, eval_views: tuple[int, int]) -> str:
     """``<spec name>-<hash>``: the same candidate on the same data with the same recipe (up to the number of
     epochs, so a run can be extended) gets the same name, hence resumes."""
@@ -141,7 +124,7 @@ def default_run_name(spec: ArchSpec, source: Any, recipe: Recipe, eval_views: tu
 
 def _mlflow_params(spec: ArchSpec, trained: ArchSpec, recipe: Recipe, plan: ResourcePlan, source: Any,
                    eval_views: tuple[int, int], run_name: str) -> dict[str, Any]:
-    p = spec_summary(spec)
+    p = spec_params(spec)
     t = cost(trained)
     p |= {"train_input": f"{trained.frames}x{trained.size}x{trained.size}", "train_gflops": round(t.gflops, 4),
           "train_mparams": round(t.mparams, 4), "num_classes": trained.num_classes,
@@ -247,7 +230,7 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
         run_name = f"{run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = out_dir / "candidates" / run_name
     folder.mkdir(parents=True, exist_ok=True)
-    summary = spec_summary(spec)
+    summary = spec_params(spec)
     (folder / "spec.json").write_text(spec.to_json() + "\n")
     (folder / "trained_spec.json").write_text(trained.to_json() + "\n")
 
