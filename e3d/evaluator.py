@@ -1,34 +1,60 @@
-"""Cost (FLOPs, params, layers) and entropy score of a genome, cached per stage.
+"""Cost (FLOPs, params, layers) and score of a genome: the search's inner loop.
+
+For the entropy scores, cached per stage:
 
 The numbers are exactly those of :func:`e3d.cost.cost` and :func:`e3d.scores.stentr` / ``homoentr`` on the
 decoded spec (``tests/test_space.py`` checks equality, bit for bit for the score): each stage's FLOPs and
 params come from :func:`e3d.cost._stage_cost`, and its score term is summed in the same order as
 :mod:`e3d.scores` does. A stage's numbers depend only on ``(position, input width, gene)``, and a child
 shares all but two or three of them with its parent, so they are cached: a genome costs a handful of dict
-look-ups instead of ~25 us of spec building and scoring.
+look-ups instead of ~25 us of spec building and scoring. ``flops`` and ``params`` come with the cost. Any
+other registered score (:mod:`e3d.scores`) is computed on the decoded spec and cached per genome: analytic
+ones in microseconds, forward ones (a torch model per genome) in milliseconds, averaged over ``repeats``.
 """
 from __future__ import annotations
 
 import math
 
-from .cost import _stage_cost, ceil_div
+from .cost import ceil_div
+from .families.e3d import stage_cost as _stage_cost
 from .scores import InfiniteScoreError, refinement
-from .space import Genome, StageGene
+from .space import Genome, SearchSpace, StageGene
 from .spec import ArchSpec, StageSpec
 
-SCORE_NAMES = ("stentr", "homoentr")
+ENTROPY_SCORES = ("stentr", "homoentr")  # computed stage by stage, cached per stage
+COST_SCORES = ("flops", "params")  # come with the cost
+
+
+def check_search_score(name: str) -> None:
+    """:class:`ValueError` unless ``name`` is a registered score a search can rank by (no real clips)."""
+    from .scores import get_score  # noqa: PLC0415
+
+    score = get_score(name)
+    if score.needs_batch:
+        raise ValueError(f"score {name!r} needs real clips; a search scores without data: choose a score "
+                         f"that does not (see `e3d scores`)")
 
 
 class Evaluator:
-    """``evaluate(genome) -> (flops, params, layers, score)``; ``score`` is None when it is infinite."""
+    """``evaluate(genome) -> (flops, params, layers, score)``; ``score`` is None when it is infinite (or the
+    score cannot be computed for that network)."""
 
-    def __init__(self, template: ArchSpec, score: str = "stentr", max_cache: int = 1 << 18):
-        if score not in SCORE_NAMES:
-            raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORE_NAMES)}")
+    def __init__(self, template: ArchSpec, score: str = "stentr", max_cache: int = 1 << 18, *,
+                 space: "SearchSpace | None" = None, repeats: int = 1, seed: int = 0):
+        check_search_score(score)
         if template.family != "e3d":
             raise ValueError(f"{template.name}: only the e3d family is searchable, got {template.family!r}")
         self.template, self.score, self.max_cache = template, score, max_cache
         self._refine = score == "stentr"
+        self._generic = None
+        if score not in ENTROPY_SCORES + COST_SCORES:
+            from .scores import get_score  # noqa: PLC0415
+            from .space import SearchSpace  # noqa: PLC0415
+
+            self._generic = get_score(score)
+            self._space = space or SearchSpace(template)
+            self._repeats, self._seed = repeats, seed
+            self._scored: dict[Genome, float | None] = {}
         t, stem = template.frames, template.stem
         self._frames = t
         # cost: stem FLOPs/params per output channel, spatial size entering each stage, head constants
@@ -88,5 +114,28 @@ class Evaluator:
         hidden = self._hidden
         flops += cin * head * self._head_vox + head * hidden + hidden * self._classes
         params += cin * head + 2 * head + (head + 1) * hidden + (hidden + 1) * self._classes
-        score = None if total is None else 0.5 * (total + math.log(cin)) + math.log(head)
+        if self.score == "stentr" or self.score == "homoentr":
+            score = None if total is None else 0.5 * (total + math.log(cin)) + math.log(head)
+        elif self.score == "flops":
+            score = float(flops)
+        elif self.score == "params":
+            score = float(params)
+        else:
+            score = self._score_generic(genome)
         return flops, params, layers, score
+
+    def _score_generic(self, genome: Genome) -> float | None:
+        cached = self._scored.get(genome, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        if len(self._scored) > self.max_cache:
+            self._scored.clear()
+        try:
+            value: float | None = self._generic.evaluate(self._space.decode(genome), repeats=self._repeats,
+                                                         seed=self._seed).mean
+            if not math.isfinite(value):
+                value = None
+        except (InfiniteScoreError, ValueError, RuntimeError):  # e.g. a map too small for the network
+            value = None
+        self._scored[genome] = value
+        return value

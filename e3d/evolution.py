@@ -16,15 +16,14 @@ import heapq
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from . import zoo
-from .evaluator import SCORE_NAMES, Evaluator
-from .space import (PAPER_BOTTLENECK_RATIOS, PAPER_DEPTH_STEPS, PAPER_KERNELS, PAPER_WIDTH_MULTIPLIERS,
-                    Genome, SearchSpace, seq_or_tuple)
-from .spec import ArchSpec, SpecError, Triple, load_spec
+from .evaluator import Evaluator, check_search_score
+from .space import Genome, SearchSpace, SpaceSettings, seq_or_tuple
+from .spec import ArchSpec, SpecError, load_spec
 
 STATE_VERSION = 1
 
@@ -64,23 +63,13 @@ class SearchConfig:
     frames: int | None = None  # override the preset's input
     size: int | None = None
     initial: str | None = None  # zoo name or spec JSON path; default: Table 8 at the preset's input
-    mutation_probs: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)  # kernel/width/btn/depth
-    kernels: tuple[Triple, ...] = PAPER_KERNELS
-    width_multipliers: tuple[float, ...] = PAPER_WIDTH_MULTIPLIERS
-    bottleneck_ratios: tuple[float, ...] = PAPER_BOTTLENECK_RATIOS
-    depth_steps: tuple[int, ...] = PAPER_DEPTH_STEPS
-    width_min: int = 8
-    width_max: int = 640
-    width_step: int = 8
-    min_depth: int = 1
-    max_depth: int | tuple[int, ...] | None = None  # blocks per stage (a tuple: one cap per stage)
-    positions_per_child: int = 2
-    mutate_stem_head: bool = True
+    space_settings: SpaceSettings = field(default_factory=SpaceSettings)  # kernels, widths, depths, mutations
     chunk: int = 5000  # iterations per history row in search()
 
     def __post_init__(self) -> None:
-        if self.score not in SCORE_NAMES:
-            raise ValueError(f"unknown score {self.score!r}; choose one of {', '.join(SCORE_NAMES)}")
+        check_search_score(self.score)
+        if not isinstance(self.space_settings, SpaceSettings):
+            raise ValueError(f"space_settings must be a SpaceSettings, got {type(self.space_settings).__name__}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         for name in ("population_size", "chunk"):
@@ -98,19 +87,36 @@ class SearchConfig:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         p = PRESETS[preset]
-        return cls(**({"preset": preset, "budget_flops": p.budget_flops, "max_layers": p.max_layers}
-                      | overrides))
+        return cls.from_dict({"preset": preset, "budget_flops": p.budget_flops, "max_layers": p.max_layers}
+                             | overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def flat(self) -> dict[str, Any]:
+        """One level: the space settings beside the other fields (Tune's view, ``--set FIELD=...``)."""
+        d = self.to_dict()
+        return d | d.pop("space_settings")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        """From :meth:`to_dict` or :meth:`flat` (also a flat config of runs written before the nesting)."""
         known = {f.name for f in fields(cls)}
+        space_keys = {f.name for f in fields(SpaceSettings)}
+        data = dict(data)
+        nested = data.pop("space_settings", None)
+        space = dict(nested.to_dict() if isinstance(nested, SpaceSettings) else nested or {})
+        space |= {k: data.pop(k) for k in list(data) if k in space_keys}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"SearchConfig: unknown field {unknown[0]!r}")
-        return cls(**{k: seq_or_tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+            raise ValueError(f"SearchConfig: unknown field {unknown[0]!r} (known: "
+                             f"{', '.join(sorted((known - {'space_settings'}) | space_keys))})")
+        return cls(**{k: seq_or_tuple(v) if isinstance(v, list) else v for k, v in data.items()},
+                   space_settings=SpaceSettings.from_dict(space))
+
+    def with_space(self, **changes: Any) -> "SearchConfig":
+        """A copy with some space settings changed, e.g. ``config.with_space(max_depth=6)``."""
+        return replace(self, space_settings=replace(self.space_settings, **changes))
 
     def initial_spec(self) -> ArchSpec:
         """The initial structure: ``initial`` (zoo name or JSON file) or Table 8 at the preset's input."""
@@ -127,12 +133,7 @@ class SearchConfig:
         return spec
 
     def space(self, template: ArchSpec) -> SearchSpace:
-        return SearchSpace(template, kernels=self.kernels, width_multipliers=self.width_multipliers,
-                           bottleneck_ratios=self.bottleneck_ratios, depth_steps=self.depth_steps,
-                           width_min=self.width_min, width_max=self.width_max, width_step=self.width_step,
-                           min_depth=self.min_depth, max_depth=self.max_depth,
-                           mutation_probs=self.mutation_probs, positions_per_child=self.positions_per_child,
-                           mutate_stem_head=self.mutate_stem_head)
+        return SearchSpace.of(template, self.space_settings)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class Evolution:
             raise ValueError("Evolution needs an initial structure or population")
         self.config = config
         self.space = config.space(specs[0])
-        self.evaluator = Evaluator(specs[0], config.score)
+        self.evaluator = Evaluator(specs[0], config.score, space=self.space, seed=config.seed)
         self._rng = random.Random(config.seed)
         self._genomes: list[Genome] = []  # parents are drawn from this list by index
         self._info: list[tuple[float, int, int, int, int]] = []  # score, flops, params, layers, seq
@@ -368,7 +369,8 @@ class Evolution:
         self = cls.__new__(cls)
         config = SearchConfig.from_dict(state["config"])
         template = ArchSpec.from_dict(state["template"])
-        self.config, self.space, self.evaluator = config, config.space(template), Evaluator(template, config.score)
+        self.config, self.space = config, config.space(template)
+        self.evaluator = Evaluator(template, config.score, space=self.space, seed=config.seed)
         self._genomes, self._info, self._index, self._heap = [], [], {}, []
         for stem, stages, head, score, flops, params, layers, seq in state["members"]:
             self._insert((stem, seq_or_tuple(stages), head), score, flops, params, layers, seq)

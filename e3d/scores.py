@@ -2,14 +2,17 @@
 
 Every conv layer ``l`` of the plain backbone (stem, the three convs of each block, head; no BN, SE or
 residuals, Appendix C) adds ``1/2 * ln(C * kt * k * k * D)``, with ``C`` its input channels per group (1
-for depthwise) and ``D`` the spatio-temporal refinement factor; the score adds ``ln(C_head)``. This
-follows the paper's official code; ``docs/scores.md`` records the choices and the reproduced numbers.
+for depthwise) and ``D`` the spatio-temporal refinement factor; the score adds ``ln(C_head)``. Each family
+(:mod:`e3d.families`) supplies its layers' terms. This follows the paper's official code; ``docs/scores.md`` records the choices and the reproduced numbers.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from .spec import X3D_STEM_TEMPORAL_KERNEL, ArchSpec, SpecError
+from .registry import Registry
+from .spec import ArchSpec, SpecError
 
 
 class InfiniteScoreError(SpecError):
@@ -31,25 +34,9 @@ def refinement(frames: int, size: int, kernel: tuple[int, int, int]) -> float:
 
 
 def _score(spec: ArchSpec, refine: bool) -> float:
-    t = spec.frames
+    from .families import get_family  # noqa: PLC0415 - the families import refinement from here
 
-    def log_kernel(kernel: tuple[int, int, int], r: int) -> float:
-        volume = kernel[0] * kernel[1] * kernel[2]
-        return math.log(volume * refinement(t, r, kernel)) if refine else math.log(volume)
-
-    r = spec.size // spec.stem.stride[1]
-    total = math.log(3) + log_kernel(spec.stem.kernel, r)  # half of it is applied at the end
-    if spec.family == "x3d":
-        total += math.log(X3D_STEM_TEMPORAL_KERNEL)  # depthwise 5x1x1: C = 1, D = 1
-    cin = spec.stem.out
-    for stage in spec.stages:
-        r //= stage.stride[1]
-        n, b, out = stage.layers, stage.bottleneck, stage.out
-        # per block: 1x1 (C = block input) + depthwise (C = 1) + 1x1 (C = bottleneck)
-        total += math.log(cin) + (n - 1) * math.log(out) + n * (log_kernel(stage.kernel, r) + math.log(b))
-        cin = out
-    total += math.log(cin)  # head: 1x1x1 conv from the last stage
-    return 0.5 * total + math.log(spec.head.out)
+    return get_family(spec.family).entropy(spec, refine)
 
 
 def homoentr(spec: ArchSpec) -> float:
@@ -62,11 +49,110 @@ def stentr(spec: ArchSpec) -> float:
     return _score(spec, refine=True)
 
 
-SCORES = {"stentr": stentr, "homoentr": homoentr}
+# -- the score registry ---------------------------------------------------------------------------
+ANALYTIC, FORWARD = "analytic", "forward"
 
 
-def get_score(name: str):
-    try:
-        return SCORES[name]
-    except KeyError:
-        raise ValueError(f"unknown score {name!r}; choose one of {', '.join(SCORES)}") from None
+@dataclass(frozen=True)
+class ScoreValue:
+    """A score over ``repeats`` seeded evaluations: the mean, the standard deviation and every value."""
+
+    mean: float
+    std: float
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A named proxy; higher means "predicted better".
+
+    ``kind`` is ``"analytic"`` (``fn(spec) -> float``, microseconds, deterministic) or ``"forward"``
+    (``fn(spec, *, seed, batch) -> float``: builds the network and runs it, milliseconds; one evaluation
+    per seed). ``needs_batch``: the score reads real clips (``batch``: ``(B, 3, T, H, W)``), e.g. NASWOT.
+    """
+
+    name: str
+    description: str
+    kind: str
+    fn: Callable[..., float]
+    needs_batch: bool = False
+
+    def __call__(self, spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
+        """One evaluation (the analytic ones ignore ``seed`` and ``batch``)."""
+        if self.kind == ANALYTIC:
+            return float(self.fn(spec))
+        if self.needs_batch and batch is None:
+            raise ValueError(f"score {self.name!r} needs a batch of real clips")
+        return float(self.fn(spec, seed=seed, batch=batch))
+
+    def evaluate(self, spec: ArchSpec, *, repeats: int = 1, seed: int = 0, batch: Any = None) -> ScoreValue:
+        """Mean and spread over ``repeats`` evaluations seeded ``seed, seed + 1, ...`` (one for analytic)."""
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        n = 1 if self.kind == ANALYTIC else repeats
+        values = tuple(self(spec, seed=seed + i, batch=batch) for i in range(n))
+        mean = math.fsum(values) / n
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+        return ScoreValue(mean, std, values)
+
+
+SCORES: Registry[Score] = Registry("score")
+
+
+def register_score(name: str, description: str, *, kind: str = ANALYTIC,
+                   needs_batch: bool = False) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """Decorator: register ``fn`` as the score ``name`` (see :class:`Score`); returns ``fn`` unchanged."""
+    if kind not in (ANALYTIC, FORWARD):
+        raise ValueError(f"score kind must be {ANALYTIC!r} or {FORWARD!r}, got {kind!r}")
+
+    def deco(fn: Callable[..., float]) -> Callable[..., float]:
+        SCORES.add(name, Score(name, description, kind, fn, needs_batch), description)
+        return fn
+    return deco
+
+
+def _load_plugins() -> None:
+    """Import the modules that register more scores (forward proxies need torch: imported lazily)."""
+    import importlib  # noqa: PLC0415
+
+    for module in _PLUGINS:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional part of a partial install (e.g. no torch)
+            pass
+
+
+_PLUGINS: tuple[str, ...] = ("e3d.proxies",)
+
+
+def get_score(name: str) -> Score:
+    """The registered score ``name``; :class:`ValueError` listing the known ones otherwise."""
+    if name not in SCORES:
+        _load_plugins()
+    if name not in SCORES:
+        raise ValueError(f"unknown score {name!r}; choose one of {', '.join(SCORES.names())} (see `e3d scores`)")
+    return SCORES.get(name)
+
+
+def score_names(kind: str | None = None) -> list[str]:
+    """Every registered score (of ``kind`` when given), built-in analytic ones first."""
+    _load_plugins()
+    return [n for n in SCORES.names() if kind is None or SCORES.get(n).kind == kind]
+
+
+register_score("stentr", "STEntr-Score: spatio-temporal entropy, E3D Eq. 8 (analytic)")(stentr)
+register_score("homoentr", "HomoEntr-Score: entropy with unit refinement, E3D Eq. 6 (analytic)")(homoentr)
+
+
+@register_score("flops", "multiply-accumulates of the training network for one clip (baseline)")
+def _flops(spec: ArchSpec) -> float:
+    from .cost import cost  # noqa: PLC0415 - cost imports this module's siblings
+
+    return float(cost(spec).flops)
+
+
+@register_score("params", "parameter count of the training network (baseline)")
+def _params(spec: ArchSpec) -> float:
+    from .cost import cost  # noqa: PLC0415
+
+    return float(cost(spec).params)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import accumulate
 from typing import Sequence
 
@@ -37,11 +37,17 @@ PAPER_BOTTLENECK_RATIOS = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 PAPER_DEPTH_STEPS = (-2, -1, 1, 2)
 
 
-@dataclass(frozen=True)
-class SearchSpace:
-    """Mutation parameters (paper values by default) around a fixed ``template`` spec."""
+@dataclass(frozen=True, kw_only=True)
+class SpaceSettings:
+    """The search space's settings (the paper's values by default), apart from the template spec.
 
-    template: ArchSpec
+    ``kernels``: the kernel space; ``width_multipliers`` / ``bottleneck_ratios`` / ``depth_steps``: the
+    mutation moves; widths are multiples of ``width_step`` in ``[width_min, width_max]``; a stage holds
+    ``min_depth`` to ``max_depth`` blocks (a tuple: one cap per stage; None: no cap);
+    ``mutation_probs``: weights of the kernel / width / bottleneck / depth mutations; a child mutates
+    ``positions_per_child`` positions, among the stem and head too when ``mutate_stem_head``.
+    """
+
     kernels: tuple[Triple, ...] = PAPER_KERNELS
     width_multipliers: tuple[float, ...] = PAPER_WIDTH_MULTIPLIERS
     bottleneck_ratios: tuple[float, ...] = PAPER_BOTTLENECK_RATIOS
@@ -54,8 +60,35 @@ class SearchSpace:
     mutation_probs: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)  # kernel/width/btn/depth
     positions_per_child: int = 2
     mutate_stem_head: bool = True
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(SpaceSettings)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SpaceSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"space settings: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**{k: seq_or_tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class SearchSpace(SpaceSettings):
+    """The mutation operators over genomes around a fixed ``template`` spec (its input, strides, stem kernel
+    and classifier stay), with :class:`SpaceSettings` as keyword arguments."""
+
+    template: ArchSpec
     # lookup tables, filled in __post_init__ / lazily; not part of the identity
     _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, template: ArchSpec, settings: SpaceSettings | None = None) -> "SearchSpace":
+        return cls(template, **(settings or SpaceSettings()).to_dict())
+
+    @property
+    def settings(self) -> SpaceSettings:
+        return SpaceSettings(**SpaceSettings.to_dict(self))
 
     def __post_init__(self) -> None:
         t = self.template

@@ -15,10 +15,6 @@ Triple = tuple[int, int, int]
 
 DEFAULT_HIDDEN = 2048
 DEFAULT_NUM_CLASSES = 174  # Something-Something, the paper's main benchmark
-# "e3d": the paper's training network. "x3d": X3D's variant of the same blocks (a 5x1x1 depthwise temporal
-# conv after the stem, swish after the depthwise conv), used for the X3D baselines of the zoo.
-FAMILIES = ("e3d", "x3d")
-X3D_STEM_TEMPORAL_KERNEL = 5
 
 
 class SpecError(ValueError):
@@ -175,8 +171,8 @@ def _parse_arch(data: Any, where: str) -> ArchSpec:
         raise SpecError(f"{where}.name: expected a non-empty string, got {name!r}")
     where = f"{where} {name!r}" if where == "spec" else where
     family = d.get("family", "e3d")
-    if family not in FAMILIES:
-        raise SpecError(f"{where}.family: expected one of {', '.join(FAMILIES)}, got {family!r}")
+    if family not in family_names():
+        raise SpecError(f"{where}.family: expected one of {', '.join(family_names())}, got {family!r}")
     inp = _expect_mapping(d["input"], f"{where}.input", ("frames", "size", "sampling_rate"), ("frames", "size"))
     rate = inp.get("sampling_rate")
     stages = d["stages"]
@@ -217,9 +213,19 @@ def _check_stride(stride: Triple, where: str) -> None:
         raise SpecError(f"{where}.stride: spatial stride must be [1, 1, 1] or [1, 2, 2], got {list(stride)}")
 
 
+def family_names() -> list[str]:
+    from .families import family_names as names  # noqa: PLC0415 - the families import this module
+
+    return names()
+
+
 def validate(spec: ArchSpec, where: str | None = None) -> None:
     """Raise :class:`SpecError` naming the field if ``spec`` is not a buildable network."""
+    from .families import FAMILIES  # noqa: PLC0415
+
     where = where or f"spec {spec.name!r}"
+    if spec.family not in FAMILIES:
+        raise SpecError(f"{where}.family: expected one of {', '.join(FAMILIES.names())}, got {spec.family!r}")
     _check_kernel(spec.stem.kernel, f"{where}.stem")
     _check_stride(spec.stem.stride, f"{where}.stem")
     size = -(-spec.size // spec.stem.stride[1])
@@ -237,6 +243,7 @@ def validate(spec: ArchSpec, where: str | None = None) -> None:
         raise SpecError(f"{where}.stem.kernel: temporal size {spec.stem.kernel[0]} exceeds input frames {spec.frames}")
     if size < 1:  # pragma: no cover - ceil division never reaches 0 from size >= 1
         raise SpecError(f"{where}.input.size: {spec.size} is too small for the network's strides")
+    FAMILIES.get(spec.family).validate(spec, where)
 
 
 # -- files -------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
           f"best score {outcome.best_score:.4f} (trial {outcome.best_trial_id}):", file=sys.stderr)
     for k, v in outcome.best_params.items():
         print(f"  {k:20s} {v:.4f}" if isinstance(v, float) else f"  {k:20s} {v}", file=sys.stderr)
-    print(f"  mutation_probs       {', '.join(f'{p:.3f}' for p in outcome.best_config.mutation_probs)} "
+    print(f"  mutation_probs       {', '.join(f'{p:.3f}' for p in outcome.best_config.space_settings.mutation_probs)} "
           f"(kernel, width, bottleneck, depth; normalised)", file=sys.stderr)
     print(f"rerun at full length:\n  {outcome.command()}", file=sys.stderr)
     for key, path in outcome.files.items():

@@ -200,10 +200,12 @@ def test_top_k_distinct_picks_structurally_different_members():
 
 def test_config_round_trips_and_checks_its_fields():
     c = SearchConfig.from_preset("L", max_depth=PRESETS["L"].official_depth_caps, kernels=((1, 3, 3), (3, 3, 3)))
-    assert c.max_depth == (3, 13, 13, 13, 13) and c.max_layers == 167 and c.budget_flops == 18.4e9
+    assert c.space_settings.max_depth == (3, 13, 13, 13, 13) and c.max_layers == 167 and c.budget_flops == 18.4e9
     assert SearchConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert SearchConfig.from_dict(json.loads(json.dumps(c.flat()))) == c  # Tune's flat view, old config.json
+    assert c.with_space(max_depth=6).space_settings.max_depth == 6
     assert c.initial_spec().size == 312
-    for bad in (dict(score="zen"), dict(preset="XL"), dict(population_size=0), dict(budget_flops=-1)):
+    for bad in (dict(score="no-such-score"), dict(preset="XL"), dict(population_size=0), dict(budget_flops=-1)):
         with pytest.raises(ValueError):
             SearchConfig(**bad)
     with pytest.raises(ValueError, match="unknown field"):
@@ -259,7 +261,7 @@ def test_cli_search_runs_and_reports_errors(tmp_path, capsys):
     best = load_spec(tmp_path / "s" / "best.json")
     assert best.depths[0] <= 3 and cost(best).flops <= 1.9e9
     config = json.loads((tmp_path / "s" / "config.json").read_text())
-    assert config["max_depth"] == [3, 6, 6, 6, 6] and config["population_size"] == 16
+    assert config["space_settings"]["max_depth"] == [3, 6, 6, 6, 6] and config["population_size"] == 16
     rc = cli_main(["search", "--preset", "M", "--budget-flops", "0.5G", "--iterations", "10",
                    "--out", str(tmp_path / "m")])
     assert rc == 2

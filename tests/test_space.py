@@ -216,7 +216,7 @@ def test_evaluator_reports_an_infinite_stentr_as_none():
     assert Evaluator(t, "stentr").evaluate(bad)[3] is None
     assert Evaluator(t, "homoentr").evaluate(bad)[3] == homoentr(SearchSpace(t).decode(bad))
     with pytest.raises(ValueError, match="unknown score"):
-        Evaluator(t, "zen")
+        Evaluator(t, "no-such-score")
 
 
 def test_mutants_build_and_run(tmp_path):

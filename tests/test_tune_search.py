@@ -20,7 +20,7 @@ def test_trial_config_normalises_weights_and_keeps_the_budget():
               "islands": 4, "migration_interval": 2, "migration_size": 8, "chunk_iterations": 2500}
     c = trial_config(BASE, params, 12345)
     assert c.population_size == 64 and c.iterations == 12345 and c.seed == BASE.seed
-    assert c.mutation_probs == (0.125, 0.375, 0.0, 0.5)
+    assert c.space_settings.mutation_probs == (0.125, 0.375, 0.0, 0.5)
     assert island_kwargs(params) == {"actors": 4, "chunk_iterations": 2500, "migration_interval": 2,
                                      "migration_size": 8}
     assert island_kwargs(params | {"population_size": 2})["actors"] == 2  # never more islands than members

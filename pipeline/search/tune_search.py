@@ -112,8 +112,8 @@ def trial_config(base: SearchConfig, params: dict[str, Any], iterations: int) ->
     total = sum(probs)
     if total <= 0:
         probs, total = [1.0] * 4, 4.0
-    return replace(base, population_size=int(params["population_size"]), iterations=int(iterations),
-                   mutation_probs=tuple(p / total for p in probs))
+    return replace(base, population_size=int(params["population_size"]), iterations=int(iterations)).with_space(
+        mutation_probs=tuple(p / total for p in probs))
 
 
 def island_kwargs(params: dict[str, Any]) -> dict[str, Any]:
