@@ -92,7 +92,14 @@ class Evaluator:
             term = None
         return flops, params, term
 
+    def cost(self, genome: Genome) -> tuple[int, int, int, None]:
+        """``(flops, params, layers, None)``: the cost alone (an expensive score is not computed)."""
+        return self._evaluate(genome, with_score=False)
+
     def evaluate(self, genome: Genome) -> tuple[int, int, int, float | None]:
+        return self._evaluate(genome, with_score=True)
+
+    def _evaluate(self, genome: Genome, with_score: bool) -> tuple[int, int, int, float | None]:
         stem, stages, head = genome
         cache = self._cache
         if len(cache) > self.max_cache:  # a pure cache: clearing it never changes a result
@@ -114,7 +121,9 @@ class Evaluator:
         hidden = self._hidden
         flops += cin * head * self._head_vox + head * hidden + hidden * self._classes
         params += cin * head + 2 * head + (head + 1) * hidden + (hidden + 1) * self._classes
-        if self.score == "stentr" or self.score == "homoentr":
+        if not with_score:
+            score = None
+        elif self.score == "stentr" or self.score == "homoentr":
             score = None if total is None else 0.5 * (total + math.log(cin)) + math.log(head)
         elif self.score == "flops":
             score = float(flops)

@@ -1,68 +1,62 @@
-"""Search outputs, shared by the single-process search and the distributed one (pipeline/):
+"""Search outputs, the same for every strategy (:class:`e3d.strategy.SearchOutcome`):
 
 - ``best.json``: the best spec (loadable by :func:`e3d.spec.load_spec`);
-- ``population.parquet``: one row per member, best first, with scores, costs and the spec JSON;
-- ``history.parquet``: one row per chunk of iterations (best/median score, outcome counters);
-- ``progress.png``: best and median score over iterations.
+- ``population.parquet``: one row per candidate, best first: spec JSON, the ranking score, STEntr,
+  HomoEntr, cost, shape summaries, the strategy and its provenance notes;
+- ``history.parquet``: the strategy's history (one row per round / chunk / epoch);
+- ``progress.png``: best and median score over the history, when it has them;
+- ``outcome.json``: the summary and the settings (:func:`read_outcome` restores the whole outcome).
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .evolution import ChunkStats, Individual, SearchConfig
-from .scores import homoentr, stentr
 from .spec import ArchSpec, save_specs
+from .strategy import Candidate, SearchOutcome
 
-POPULATION_FILE, HISTORY_FILE, BEST_FILE, PLOT_FILE = ("population.parquet", "history.parquet", "best.json",
-                                                       "progress.png")
+POPULATION_FILE, HISTORY_FILE, BEST_FILE, PLOT_FILE, OUTCOME_FILE = (
+    "population.parquet", "history.parquet", "best.json", "progress.png", "outcome.json")
 
-
-def population_table(population: Sequence[Individual], name: str = "E3D-search") -> pa.Table:
-    """Rows best first: name, rank, spec_json, score, stentr, homoentr, flops, params, layers, summaries."""
-    rows: dict[str, list] = {k: [] for k in ("name", "rank", "spec_json", "score", "stentr", "homoentr", "flops",
-                                             "params", "layers", "kernel_pattern", "depths", "widths",
-                                             "bottlenecks", "stem", "head")}
-    for rank, ind in enumerate(sorted(population, key=lambda i: (-i.score, i.seq))):
-        spec = ind.spec(f"{name}-{rank:03d}")
-        for key, value in (("name", spec.name), ("rank", rank), ("spec_json", spec.to_json(indent=None)),
-                           ("score", ind.score), ("stentr", _finite_or_none(stentr, spec)),
-                           ("homoentr", homoentr(spec)), ("flops", ind.flops), ("params", ind.params),
-                           ("layers", ind.layers), ("kernel_pattern", spec.kernel_pattern),
-                           ("depths", list(spec.depths)), ("widths", list(spec.widths)),
-                           ("bottlenecks", [s.bottleneck for s in spec.stages]), ("stem", spec.stem.out),
-                           ("head", spec.head.out)):
-            rows[key].append(value)
-    schema = pa.schema([("name", pa.string()), ("rank", pa.int32()), ("spec_json", pa.string()),
-                        ("score", pa.float64()), ("stentr", pa.float64()), ("homoentr", pa.float64()),
-                        ("flops", pa.int64()), ("params", pa.int64()), ("layers", pa.int32()),
-                        ("kernel_pattern", pa.string()), ("depths", pa.list_(pa.int32())),
-                        ("widths", pa.list_(pa.int32())), ("bottlenecks", pa.list_(pa.int32())),
-                        ("stem", pa.int32()), ("head", pa.int32())])
-    return pa.table(rows, schema=schema)
+_SCHEMA = pa.schema([("name", pa.string()), ("rank", pa.int32()), ("spec_json", pa.string()),
+                     ("score", pa.float64()), ("stentr", pa.float64()), ("homoentr", pa.float64()),
+                     ("flops", pa.int64()), ("params", pa.int64()), ("layers", pa.int32()),
+                     ("family", pa.string()), ("kernel_pattern", pa.string()), ("depths", pa.list_(pa.int32())),
+                     ("widths", pa.list_(pa.int32())), ("bottlenecks", pa.list_(pa.int32())),
+                     ("stem", pa.int32()), ("head", pa.int32()), ("source", pa.string()),
+                     ("scores_json", pa.string()), ("info_json", pa.string())])
 
 
-def _finite_or_none(fn, spec: ArchSpec) -> float | None:
-    try:
-        return fn(spec)
-    except ValueError:  # InfiniteScoreError: possible for stentr when the search ran on homoentr
-        return None
+def candidates_table(candidates: Sequence[Candidate]) -> pa.Table:
+    """One row per candidate, in the given (ranked) order."""
+    rows = []
+    for rank, c in enumerate(candidates):
+        s = c.spec
+        rows.append({"name": s.name, "rank": rank, "spec_json": s.to_json(indent=None), "score": c.score,
+                     "stentr": c.scores.get("stentr"), "homoentr": c.scores.get("homoentr"), "flops": c.flops,
+                     "params": c.params, "layers": c.layers, "family": s.family, "kernel_pattern": s.kernel_pattern,
+                     "depths": list(s.depths), "widths": list(s.widths),
+                     "bottlenecks": [x.bottleneck for x in s.stages], "stem": s.stem.out, "head": s.head.out,
+                     "source": c.source, "scores_json": json.dumps(dict(c.scores)),
+                     "info_json": json.dumps(dict(c.info), default=str)})
+    return pa.Table.from_pylist(rows, schema=_SCHEMA)
 
 
-def history_table(history: Sequence[ChunkStats]) -> pa.Table:
-    """One row per chunk; ``elapsed_s`` is cumulative."""
-    rows = [h.to_dict() for h in history]
-    elapsed = 0.0
-    for r in rows:
-        elapsed += r["wall_s"]
-        r["elapsed_s"] = elapsed
-    if not rows:
-        return pa.table({"total_iterations": pa.array([], pa.int64())})
-    return pa.Table.from_pylist(rows)
+def read_candidates(path: str | Path) -> list[Candidate]:
+    """The candidates of a ``population.parquet``, best first."""
+    out = []
+    for r in pq.read_table(path).to_pylist():
+        spec = ArchSpec.from_dict(json.loads(r["spec_json"]))
+        scores = json.loads(r["scores_json"]) if r.get("scores_json") else {
+            k: r[k] for k in ("stentr", "homoentr") if r.get(k) is not None}
+        out.append(Candidate(spec, r["flops"], r["params"], r["layers"], r["score"], scores,
+                             r.get("source") or "", json.loads(r["info_json"]) if r.get("info_json") else {}))
+    return out
 
 
 def read_population(path: str | Path) -> list[ArchSpec]:
@@ -71,17 +65,29 @@ def read_population(path: str | Path) -> list[ArchSpec]:
     return [ArchSpec.from_dict(json.loads(s)) for s in table.column("spec_json").to_pylist()]
 
 
-def plot_progress(history: Sequence[ChunkStats], path: str | Path, title: str = "E3D search") -> None:
+def history_table(history: Sequence[dict[str, Any]]) -> pa.Table:
+    if not history:
+        return pa.table({"step": pa.array([], pa.int64())})
+    return pa.Table.from_pylist([dict(h) for h in history])
+
+
+def plot_progress(history: Sequence[dict[str, Any]], path: str | Path, title: str = "search") -> bool:
+    """Best and median score over the history's ``total_iterations`` (or ``step``); False when it has none."""
+    rows = [h for h in history if "best" in h and math.isfinite(float(h["best"]))]
+    if not rows:
+        return False
     import matplotlib  # noqa: PLC0415 - only when plotting
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    x = [h.total_iterations for h in history]
+    xkey = "total_iterations" if "total_iterations" in rows[0] else "step"
+    x = [h.get(xkey, i) for i, h in enumerate(rows)]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot(x, [h.best for h in history], label="best")
-    ax.plot(x, [h.median for h in history], label="median")
-    ax.set_xlabel("iterations")
+    ax.plot(x, [h["best"] for h in rows], label="best")
+    if "median" in rows[0]:
+        ax.plot(x, [h["median"] for h in rows], label="median")
+    ax.set_xlabel(xkey.replace("_", " "))
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -89,22 +95,62 @@ def plot_progress(history: Sequence[ChunkStats], path: str | Path, title: str = 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return True
 
 
-def write_search_outputs(out_dir: str | Path, best: ArchSpec, population: Sequence[Individual],
-                         history: Sequence[ChunkStats], config: SearchConfig | None = None,
-                         name: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write the four output files (and ``config.json`` when ``config`` is given); returns their paths."""
+def write_outcome(out_dir: str | Path, outcome: SearchOutcome) -> dict[str, Path]:
+    """Write the output files of ``outcome`` under ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f for k, f in (("best", BEST_FILE), ("population", POPULATION_FILE),
-                                      ("history", HISTORY_FILE), ("plot", PLOT_FILE))}
-    save_specs(best, paths["best"])
-    pq.write_table(population_table(population, name or best.name), paths["population"])
-    pq.write_table(history_table(history), paths["history"])
-    title = f"{name or best.name}: {config.score if config else 'score'}"
-    plot_progress(history, paths["plot"], title=title)
+                                      ("history", HISTORY_FILE), ("plot", PLOT_FILE), ("outcome", OUTCOME_FILE))}
+    save_specs(outcome.best.spec, paths["best"])
+    pq.write_table(candidates_table(outcome.candidates), paths["population"])
+    pq.write_table(history_table(outcome.history), paths["history"])
+    if not plot_progress(outcome.history, paths["plot"], title=f"{outcome.strategy}: {outcome.score_name}"):
+        del paths["plot"]
+    doc = {"summary": outcome.summary(), "settings": outcome.settings, "strategy": outcome.strategy,
+           "score_name": outcome.score_name, "wall_s": outcome.wall_s, "cpu_s": outcome.cpu_s,
+           "extra": outcome.extra}
+    tmp = paths["outcome"].with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    tmp.replace(paths["outcome"])  # written last: its presence means the outcome is complete
+    return paths
+
+
+def read_outcome(out_dir: str | Path) -> SearchOutcome | None:
+    """The outcome written by :func:`write_outcome`, or None when ``out_dir`` holds no complete one."""
+    out = Path(out_dir)
+    if not (out / OUTCOME_FILE).is_file():
+        return None
+    doc = json.loads((out / OUTCOME_FILE).read_text())
+    history = pq.read_table(out / HISTORY_FILE).to_pylist() if (out / HISTORY_FILE).is_file() else []
+    return SearchOutcome(strategy=doc["strategy"], score_name=doc["score_name"],
+                         candidates=read_candidates(out / POPULATION_FILE), history=history,
+                         settings=doc.get("settings", {}), wall_s=doc.get("wall_s", 0.0), cpu_s=doc.get("cpu_s"),
+                         extra=doc.get("extra", {}))
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (tuple, set)):
+        return list(x)
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
+    return str(x)
+
+
+# -- the evolutionary search's own objects ---------------------------------------------------------------
+def write_search_outputs(out_dir: str | Path, best: ArchSpec, population: Sequence[Any], history: Sequence[Any],
+                         config: Any = None, name: str | None = None,
+                         extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """The evolutionary search's outputs (its ``Individual`` population and ``ChunkStats`` history) in the
+    common format, plus ``config.json`` (the full ``SearchConfig``) when ``config`` is given."""
+    from .strategies.evolution import outcome_from_population  # noqa: PLC0415
+
+    outcome = outcome_from_population(population, [h if isinstance(h, dict) else h.to_dict() for h in history],
+                                      config=config, name=name or best.name, best_name=best.name)
+    paths = write_outcome(out_dir, outcome)
     if config is not None:
-        paths["config"] = out / "config.json"
+        paths["config"] = Path(out_dir) / "config.json"
         paths["config"].write_text(json.dumps(config.to_dict() | (extra or {}), indent=2) + "\n")
     return paths

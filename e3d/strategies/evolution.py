@@ -1,0 +1,88 @@
+"""``evolution``: the E3D paper's maximum-entropy evolutionary search (Algorithm 1, :mod:`e3d.evolution`).
+
+Options (``SearchRequest.options``): any :class:`~e3d.evolution.SearchConfig` field the request does not
+set itself (``population_size``, ``iterations``, ``preset``, ``initial``, ``chunk``) and any space setting
+(``max_depth``, ``kernels``, ``mutation_probs``, ...). The request gives the budget, the clip, the seed and
+the score. Backends: this process (default), or whatever ``SearchContext.evolution_backend`` runs, e.g.
+the Ray island actors of :mod:`pipeline.search` (``run(config, out_dir=..., tracking=..., progress=...)``
+returning an object with ``population``, ``history`` and ``island_history``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from typing import Any, Mapping, Sequence
+
+from ..evolution import SearchConfig, run_name
+from ..space import SpaceSettings
+from ..strategy import (CPU_ONLY, Candidate, SearchContext, SearchOutcome, SearchRequest, check_known_options,
+                        register_strategy)
+
+# set by the request, not by options
+_FROM_REQUEST = ("budget_flops", "budget_params", "max_layers", "frames", "size", "seed", "score")
+OPTIONS = tuple(f.name for f in fields(SearchConfig) if f.name not in _FROM_REQUEST + ("space_settings",)) + tuple(
+    f.name for f in fields(SpaceSettings))
+
+
+def search_config(request: SearchRequest) -> SearchConfig:
+    """The EA's full config: the request's budget, clip, seed and score, plus the options."""
+    b = request.budget
+    if b.flops is None:
+        raise ValueError("strategy 'evolution' needs a FLOPs budget")
+    base = {"budget_flops": b.flops, "budget_params": b.params, "max_layers": b.layers,
+            "frames": request.clip.frames, "size": request.clip.size, "seed": request.seed, "score": request.score}
+    options = dict(request.options)
+    preset = options.pop("preset", "S")
+    return SearchConfig.from_preset(preset, **(options | base)) if preset else SearchConfig.from_dict(options | base)
+
+
+def outcome_from_population(population: Sequence[Any], history: list[dict[str, Any]], *, config: Any,
+                            name: str, best_name: str | None = None, wall_s: float = 0.0,
+                            cpu_s: float | None = None, extra: dict[str, Any] | None = None) -> SearchOutcome:
+    """Rank-ordered ``Individual`` s (best first) -> an outcome whose candidates are named ``name-RRR``."""
+    candidates = []
+    for rank, ind in enumerate(population):
+        spec_name = best_name if rank == 0 and best_name else f"{name}-{rank:03d}"
+        candidates.append(Candidate.of(ind.spec(spec_name), ind.score, source="evolution",
+                                       info={"seq": ind.seq}))
+    return SearchOutcome(strategy="evolution", score_name=getattr(config, "score", "stentr"), candidates=candidates,
+                         history=history, settings=config.to_dict() if config is not None else {},
+                         wall_s=wall_s, cpu_s=cpu_s, extra=extra or {})
+
+
+class EvolutionStrategy:
+    name = "evolution"
+    description = "E3D's evolutionary search maximising a score under the budget (Algorithm 1); Ray islands"
+    needs = CPU_ONLY
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        check_known_options(self.name, options, OPTIONS)
+
+    def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
+        from ..evolution import search  # noqa: PLC0415
+
+        self.check_options(request.options)
+        context = context or SearchContext()
+        if request.budget.latency_ms is not None:
+            raise ValueError("strategy 'evolution' does not take a latency budget yet; use FLOPs/params")
+        config = search_config(request)
+        name = request.name or run_name(config)
+        start, cpu0 = time.perf_counter(), time.process_time()
+        if context.evolution_backend is None:
+            result = search(config, progress=context.progress)
+            history = [h.to_dict() for h in result.history]
+            cpu_s = time.process_time() - cpu0
+            extra: dict[str, Any] = {"iterations": sum(h["iterations"] for h in history), "backend": "process"}
+        else:
+            result = context.evolution_backend.run(config, out_dir=request.out_dir, tracking=context.tracking,
+                                                   progress=context.progress)
+            history = [h.to_dict() for h in result.history]
+            # each island is a single-threaded loop: its busy wall time is its CPU time
+            cpu_s = sum(float(r.get("wall_s", 0.0)) for r in getattr(result, "island_history", []))
+            extra = {"iterations": result.iterations, "backend": "islands", "islands": result.settings.actors,
+                     "restarts": result.restarts}
+        return outcome_from_population(result.population, history, config=config, name=name, best_name=name,
+                                       wall_s=time.perf_counter() - start, cpu_s=cpu_s, extra=extra)
+
+
+STRATEGY = register_strategy(EvolutionStrategy())
