@@ -6,6 +6,11 @@
     result = run_distributed_search(SearchConfig.from_preset("S"), actors=2, out_dir="runs/search-s")
     result.best, result.best_score, result.population   # merged over islands, best first
 
+Modules: ``plan`` (settings, sharding, seeds, rounds, migration), ``island`` (the actor and its
+:class:`Member` layout), ``backends`` (Ray actors or in-process), ``driver`` (the round loop, results),
+``callbacks`` (the driver's events), ``checkpoint`` (Parquet), ``islands`` (``run_distributed_search``),
+``tune_search`` (Tune over the search's own settings).
+
 Names are imported lazily (PEP 562): a Ray worker that starts an island imports ``pipeline.search.island``
 and, through this package, nothing heavier than ``e3d``. See ``docs/distributed-search.md``.
 """
@@ -14,10 +19,13 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "run_distributed_search": "islands", "DistributedResult": "islands", "IslandSettings": "islands",
-    "RoundInfo": "islands", "island_seed": "islands", "island_sizes": "islands", "plan_rounds": "islands",
-    "round_iterations": "islands", "migrates_after": "islands", "merge_population": "islands",
-    "Island": "island",
+    "run_distributed_search": "islands",
+    "IslandSettings": "plan", "island_seed": "plan", "island_sizes": "plan", "island_config": "plan",
+    "plan_rounds": "plan", "round_iterations": "plan", "migrates_after": "plan",
+    "Island": "island", "Member": "island",
+    "IslandLost": "backends", "LocalIslands": "backends", "RayIslands": "backends",
+    "IslandDriver": "driver", "DistributedResult": "driver", "merge_population": "driver",
+    "RoundInfo": "callbacks", "SearchCallback": "callbacks",
     "Checkpoint": "checkpoint", "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint", "read_meta": "checkpoint", "resolve_fs": "checkpoint",
     "tune_search": "tune_search", "TuneSettings": "tune_search", "TuneOutcome": "tune_search",

@@ -30,12 +30,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .island import Member
+
 FORMAT_VERSION = 1
 META_KEY = b"e3d.search"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.parquet"
-# Evolution.state_dict() version-1 member layout: stem, stages, head, score, flops, params, layers, seq
-MEMBER_FIELDS = ("stem", "stages", "head", "score", "flops", "params", "layers", "seq")
 
 
 class CheckpointError(RuntimeError):
@@ -96,14 +96,14 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
 class Checkpoint:
     """The whole search state after ``round`` completed rounds.
 
-    ``islands``: each island's ``Evolution.state_dict()``; ``immigrants``: per island, the members (state
-    layout) that enter it at the start of the next round; ``history``: the rows of ``history.parquet`` so
+    ``islands``: each island's ``Evolution.state_dict()`` (members as :class:`~pipeline.search.island.Member`);
+    ``immigrants``: per island, the members that enter it at the start of the next round; ``history``: the rows of ``history.parquet`` so
     far; ``meta``: settings, config and bookkeeping (MLflow run id, restarts, elapsed time).
     """
 
     round: int
     islands: list[dict[str, Any]]
-    immigrants: list[list[list[Any]]]
+    immigrants: list[list[Member]]
     history: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     history_table: pa.Table | None = None  # the same rows, prebuilt (the driver appends to it round by round)
@@ -146,8 +146,8 @@ def _int32(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
 
 
-def population_table(islands: Sequence[dict[str, Any]], immigrants: Sequence[Sequence[Sequence[Any]]]) -> pa.Table:
-    """One row per member (and waiting immigrant); a genome is (stem, stages [[kt, k, out, btn, layers]...], head).
+def population_table(islands: Sequence[dict[str, Any]], immigrants: Sequence[Sequence[Member]]) -> pa.Table:
+    """One row per member (and waiting immigrant): the :class:`Member` fields plus island, role, position.
 
     Built column by column: this runs after every round, on the driver, while the islands compute.
     """
@@ -158,11 +158,10 @@ def population_table(islands: Sequence[dict[str, Any]], immigrants: Sequence[Seq
             cols["island"] += [i] * n
             cols["role"] += [role] * n
             cols["position"] += range(n)
-            for m in members:
-                if len(m) != len(MEMBER_FIELDS) or any(len(g) != GENE for g in m[1]):
-                    raise CheckpointError(f"island {i}: unexpected member layout {m!r} (expected {MEMBER_FIELDS})")
-            for j, name in enumerate(MEMBER_FIELDS):
-                cols[name] += [m[j] for m in members]
+            if any(len(g) != GENE for m in members for g in m.stages):
+                raise CheckpointError(f"island {i}: a stage gene is not [kt, k, out, bottleneck, layers]")
+            for name, column in zip(Member._fields, zip(*members)):
+                cols[name] += column
     arrays = [_stages_array(cols[name]) if name == "stages" else pa.array(cols[name], type=_POP_SCHEMA.field(name).type)
               for name in _POP_SCHEMA.names]
     return pa.Table.from_arrays(arrays, schema=_POP_SCHEMA)
@@ -172,7 +171,7 @@ def _state_table(ckpt: Checkpoint, files: dict[str, str]) -> pa.Table:
     rows = []
     for i, state in enumerate(ckpt.islands):
         rest = {k: v for k, v in state.items() if k != "members"}
-        scores = [m[3] for m in state["members"]]
+        scores = [m.score for m in state["members"]]
         rows.append({
             "island": i, "round": ckpt.round, "iterations": int(state.get("iterations", 0)),
             "population": len(scores), "best": max(scores) if scores else None,
@@ -186,7 +185,7 @@ def _state_table(ckpt: Checkpoint, files: dict[str, str]) -> pa.Table:
     return table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
 
 
-def _history_table(history: Sequence[dict[str, Any]]) -> pa.Table:
+def history_table(history: Sequence[dict[str, Any]]) -> pa.Table:
     if not history:
         return pa.table({"round": pa.array([], pa.int32()), "island": pa.array([], pa.int32())})
     return pa.Table.from_pylist(list(history))
@@ -203,7 +202,7 @@ def save_checkpoint(fs: pafs.FileSystem, root: str, ckpt: Checkpoint) -> str:
     tag = f"r{ckpt.round:06d}"
     files = {"population": f"population-{tag}.parquet", "history": f"history-{tag}.parquet"}
     write_table_atomic(fs, join(cdir, files["population"]), population_table(ckpt.islands, ckpt.immigrants))
-    history = ckpt.history_table if ckpt.history_table is not None else _history_table(ckpt.history)
+    history = ckpt.history_table if ckpt.history_table is not None else history_table(ckpt.history)
     write_table_atomic(fs, join(cdir, files["history"]), history)
     state_path = join(cdir, STATE_FILE)
     write_table_atomic(fs, state_path, _state_table(ckpt, files))
@@ -249,10 +248,10 @@ def load_checkpoint(fs: pafs.FileSystem, root: str) -> Checkpoint | None:
         history_table = pq.read_table(join(cdir, meta["files"]["history"]), filesystem=fs)
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint under {cdir} is incomplete: {exc}") from None
-    members: list[list[tuple[int, list]]] = [[] for _ in range(n)]
-    immigrants: list[list[tuple[int, list]]] = [[] for _ in range(n)]
+    members: list[list[tuple[int, Member]]] = [[] for _ in range(n)]
+    immigrants: list[list[tuple[int, Member]]] = [[] for _ in range(n)]
     for r in pop:
-        member = [r["stem"], r["stages"], r["head"], r["score"], r["flops"], r["params"], r["layers"], r["seq"]]
+        member = Member(**{k: r[k] for k in Member._fields})
         (members if r["role"] == "member" else immigrants)[r["island"]].append((r["position"], member))
     history = history_table.to_pylist()
     history_table = history_table.replace_schema_metadata(None)

@@ -6,21 +6,51 @@ MLflow or numpy): actor start-up is part of the search's wall time.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from e3d.evolution import Evolution, Individual
-from e3d.space import SearchSpace, seq_or_tuple
+from e3d.space import Genome, SearchSpace, seq_or_tuple
 
 
-def _member(ind: Individual) -> list[Any]:
-    """An individual in the state-dict member layout (JSON-able)."""
-    stem, stages, head = ind.genome
-    return [stem, [list(s) for s in stages], head, ind.score, ind.flops, ind.params, ind.layers, ind.seq]
+class Member(NamedTuple):
+    """A population member as the pipeline passes it around (between actors, into checkpoints).
+
+    The fields are those of ``Evolution.state_dict()["members"]`` rows, in their order: the genome
+    (``stem`` width, ``stages`` as ``[[kt, k, out, bottleneck, layers], ...]``, ``head`` width), the score,
+    the cost and ``seq``, the insertion number that breaks ties between equal scores (older first).
+    """
+
+    stem: int
+    stages: list[list[int]]
+    head: int
+    score: float
+    flops: int
+    params: int
+    layers: int
+    seq: int
+
+    @classmethod
+    def of(cls, ind: Individual) -> "Member":
+        stem, stages, head = ind.genome
+        return cls(stem, [list(s) for s in stages], head, ind.score, ind.flops, ind.params, ind.layers, ind.seq)
+
+    @property
+    def genome(self) -> Genome:
+        return self.stem, seq_or_tuple(self.stages), self.head
+
+    def individual(self, space: SearchSpace) -> Individual:
+        return Individual(self.genome, self.score, self.flops, self.params, self.layers, self.seq, space)
 
 
-def _individual(member: Sequence[Any], space: SearchSpace) -> Individual:
-    stem, stages, head, score, flops, params, layers, seq = member
-    return Individual((stem, seq_or_tuple(stages), head), score, flops, params, layers, seq, space)
+def island_state(evo: Evolution) -> dict[str, Any]:
+    """``evo.state_dict()`` with its members as :class:`Member` (the layout ``Evolution.from_state_dict``
+    reads back)."""
+    state = evo.state_dict()
+    try:
+        state["members"] = [Member(*m) for m in state["members"]]
+    except TypeError as exc:
+        raise ValueError(f"unexpected member layout in Evolution.state_dict() (expected {Member._fields})") from exc
+    return state
 
 
 class Island:
@@ -30,11 +60,11 @@ class Island:
         self.evo = Evolution.from_state_dict(state)
         self._crash_after: int | None = None
 
-    def step(self, immigrants: Sequence[Sequence[Any]], iterations: int, emigrants: int) -> dict[str, Any]:
+    def step(self, immigrants: Sequence[Member], iterations: int, emigrants: int) -> dict[str, Any]:
         """Offer ``immigrants``, run ``iterations``, return stats, the ``emigrants`` best and the new state."""
         evo = self.evo
-        offered = evo.inject([_individual(m, evo.space) for m in immigrants]) if immigrants else None
-        if self._crash_after is not None:  # fault injection for tests: die in the middle of the chunk
+        offered = evo.inject([m.individual(evo.space) for m in immigrants]) if immigrants else None
+        if self._crash_after is not None:  # armed by a test: die in the middle of the chunk
             evo.run(min(self._crash_after, iterations))
             os._exit(1)
         stats = evo.run(iterations)
@@ -42,8 +72,8 @@ class Island:
             "stats": stats.to_dict(),
             "immigrants_offered": len(immigrants),
             "immigrants_accepted": offered.accepted if offered else 0,
-            "emigrants": [_member(ind) for ind in evo.elites(emigrants)] if emigrants else [],
-            "state": evo.state_dict(),
+            "emigrants": [Member.of(ind) for ind in evo.elites(emigrants)] if emigrants else [],
+            "state": island_state(evo),
             "pid": os.getpid(),
         }
 
