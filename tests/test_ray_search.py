@@ -20,9 +20,9 @@ import pytest
 
 from e3d.evolution import Evolution, SearchConfig, search
 from e3d.spec import load_spec
-from pipeline.search import (CheckpointError, Island, island_seed, island_sizes, load_checkpoint, migrates_after,
-                             plan_rounds, read_meta, resolve_fs, round_iterations, run_distributed_search)
-from pipeline.search.islands import IslandSettings
+from pipeline.search import (CheckpointError, Island, IslandSettings, Member, SearchCallback, island_seed,
+                             island_sizes, load_checkpoint, migrates_after, plan_rounds, read_meta, resolve_fs,
+                             round_iterations, run_distributed_search)
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = SearchConfig.from_preset("S", population_size=32, iterations=6000, seed=3)
@@ -53,9 +53,12 @@ def same_outputs(a: Path, b: Path) -> None:
     assert (a / "best.json").read_text() == (b / "best.json").read_text()
     ta, tb = pq.read_table(a / "population.parquet"), pq.read_table(b / "population.parquet")
     assert ta.equals(tb)
-    ha = pq.read_table(a / "history.parquet").drop_columns(["wall_s", "elapsed_s"])
-    hb = pq.read_table(b / "history.parquet").drop_columns(["wall_s", "elapsed_s"])
+    ha, hb = untimed(pq.read_table(a / "history.parquet")), untimed(pq.read_table(b / "history.parquet"))
     assert ha.equals(hb)
+
+
+def untimed(table):
+    return table.drop_columns([c for c in ("wall_s", "elapsed_s") if c in table.column_names])
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +100,9 @@ def test_one_island_is_exactly_the_single_process_search(tmp_path):
     assert members(dist) == [(i.genome, i.score, i.flops, i.params, i.layers) for i in single.population]
     assert dist.best == single.best and dist.best_score == single.best_score
     assert (tmp_path / "dist" / "best.json").read_text() == (tmp_path / "single" / "best.json").read_text()
-    assert pq.read_table(tmp_path / "dist" / "population.parquet").equals(
-        pq.read_table(tmp_path / "single" / "population.parquet"))
+    # info_json holds each member's seq: the merged population renumbers it by rank (islands count separately)
+    assert pq.read_table(tmp_path / "dist" / "population.parquet").drop_columns(["info_json"]).equals(
+        pq.read_table(tmp_path / "single" / "population.parquet").drop_columns(["info_json"]))
 
 
 def test_outputs_and_merged_population(reference):
@@ -112,7 +116,8 @@ def test_outputs_and_merged_population(reference):
     assert len({r["spec_json"] for r in pop}) == len(pop)  # deduplicated across islands
     # the merged population is the union of the islands' final members
     ckpt = load_checkpoint(*resolve_fs(out))
-    union = {(m[0], json.dumps(m[1]), m[2]) for s in ckpt.islands for m in s["members"]}
+    assert all(isinstance(m, Member) for s in ckpt.islands for m in s["members"])
+    union = {m.genome for s in ckpt.islands for m in s["members"]}
     assert len(pop) == len(union) and len(union) <= CFG.population_size
     hist = pq.read_table(out / "history.parquet").to_pylist()
     assert [h["total_iterations"] for h in hist] == [1000 * r for r in range(1, 7)]
@@ -138,10 +143,50 @@ def test_migration_ring_moves_elites(reference, tmp_path):
     a.step([], 2000, 0)
     out_a = a.step([], 0, 1)
     star = out_a["emigrants"][0]
-    assert star[3] == max(m[3] for m in out_a["state"]["members"])
+    assert isinstance(star, Member) and star.score == max(m.score for m in out_a["state"]["members"])
     out_b = b.step([star], 0, 0)
     assert out_b["immigrants_accepted"] == 1
-    assert any(m[:3] == star[:3] for m in out_b["state"]["members"])
+    assert any(m.genome == star.genome for m in out_b["state"]["members"])
+
+
+def test_member_layout_round_trips(reference):
+    ckpt = load_checkpoint(*resolve_fs(reference.out_dir))
+    space = CFG.space(CFG.initial_spec())
+    m = ckpt.islands[0]["members"][0]
+    ind = m.individual(space)
+    assert Member.of(ind) == m and ind.genome == m.genome and (ind.score, ind.seq) == (m.score, m.seq)
+    table = pq.read_table(Path(reference.out_dir) / "checkpoint" / read_meta(*resolve_fs(reference.out_dir))[
+        "files"]["population"])
+    assert set(Member._fields) <= set(table.column_names)  # the on-disk columns are the member's fields
+
+
+def test_callbacks_see_start_rounds_finish_and_end(reference, tmp_path):
+    class Recorder(SearchCallback):
+        def __init__(self):
+            self.events = []
+
+        def on_start(self, driver):
+            self.events.append(("start", driver.start_round, driver.rounds))
+
+        def on_round(self, info):
+            self.events.append(("round", info.round, info.history_row["iterations"]))
+
+        def on_finish(self, result):
+            self.events.append(("finish", result.best_score))
+
+        def on_end(self, error):
+            self.events.append(("end", error))
+
+    rec = Recorder()
+    run_distributed_search(CFG, out_dir=tmp_path / "a", backend="local", callbacks=[rec], **KW)
+    assert rec.events == [("start", 0, 6), *[("round", r, 1000) for r in range(1, 7)],
+                          ("finish", reference.best_score), ("end", None)]
+    failing = Recorder()
+    with pytest.raises(DriverDied):
+        run_distributed_search(CFG, out_dir=tmp_path / "b", backend="local", callbacks=[failing],
+                               on_round=die_after(2), **KW)
+    assert [e[0] for e in failing.events] == ["start", "round", "round", "end"]
+    assert isinstance(failing.events[-1][1], DriverDied)
 
 
 # -- checkpoint and resume -------------------------------------------------------------------------------
