@@ -1,9 +1,10 @@
-"""``e3d`` command line: score specs, browse the zoo, run the evolutionary search.
+"""``e3d`` command line: score specs, browse the registries, search.
 
     e3d score FILE.json [FILE.json ...]     one JSON object per spec (name, flops, params, layers, scores)
-    e3d score --zoo E3D-S                   the same for zoo entries
+    e3d score --zoo E3D-S [--scores zen]    the same for zoo entries (plus any registered score)
     e3d zoo                                 list the zoo;  e3d zoo NAME  prints the spec JSON
-    e3d search --preset S --out DIR         evolutionary search (see ``e3d search --help``)
+    e3d strategies | scores | families      the registered names, one per line, with a description
+    e3d search --preset S --out DIR         search with any strategy (see ``e3d search --help``)
 
 Bad input exits with status 2 and a one-line message on stderr.
 """
@@ -15,31 +16,10 @@ import sys
 from typing import Any, Sequence
 
 from . import zoo
-from .cost import cost
-from .scores import InfiniteScoreError, homoentr, stentr
+from .options import Parser
+from .scores import get_score
 from .spec import ArchSpec, SpecError, load_specs
-
-
-def summarize(spec: ArchSpec, *, strict: bool = True) -> dict[str, Any]:
-    """The comparison summary of a spec: costs, scores and its shape.
-
-    ``strict``: refuse a spec whose STEntr is infinite (``InfiniteScoreError``, a ``SpecError``); otherwise
-    report it as ``inf`` (a spec trained at an input the score cannot handle still has costs and a shape).
-    """
-    c = cost(spec)
-    try:
-        st = stentr(spec)
-    except InfiniteScoreError:
-        if strict:
-            raise
-        st = float("inf")
-    return {
-        "name": spec.name, "flops": c.flops, "gflops": round(c.gflops, 4), "params": c.params,
-        "mparams": round(c.mparams, 4), "layers": c.layers, "stentr": st, "homoentr": homoentr(spec),
-        "frames": spec.frames, "size": spec.size, "kernels": spec.kernel_pattern, "depths": list(spec.depths),
-        "widths": list(spec.widths), "bottlenecks": [s.bottleneck for s in spec.stages],
-        "stem": spec.stem.out, "head": spec.head.out,
-    }
+from .summary import summarize
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -53,7 +33,30 @@ def _cmd_score(args: argparse.Namespace) -> int:
     for spec in specs:
         if args.frames or args.size:
             spec = spec.with_input(args.frames, args.size)
-        print(json.dumps(summarize(spec)))
+        row = summarize(spec)
+        for name in args.scores or []:
+            value = get_score(name).evaluate(spec, repeats=args.repeats, seed=args.seed)
+            row[name] = value.mean
+            if value.std:
+                row[f"{name}_std"] = value.std
+        print(json.dumps(row))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .families import FAMILIES  # noqa: PLC0415
+    from .scores import SCORES, score_names  # noqa: PLC0415
+    from .strategy import STRATEGIES, strategy_names  # noqa: PLC0415
+
+    if args.command == "strategies":
+        strategy_names()
+        registry = STRATEGIES
+    elif args.command == "scores":
+        score_names()
+        registry = SCORES
+    else:
+        registry = FAMILIES
+    print(registry.listing())
     return 0
 
 
@@ -66,8 +69,18 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_list(text: str) -> list[str]:
+    from .scores import score_names  # noqa: PLC0415
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in score_names()]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown score {unknown[0]!r}; choose among {', '.join(score_names())}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e3d", description=__doc__.split("\n")[0])
+    parser = Parser(prog="e3d", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     score = sub.add_parser("score", help="score spec files or zoo entries (one JSON object per spec)")
@@ -75,18 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--zoo", action="append", metavar="NAME", help="score a zoo entry (repeatable)")
     score.add_argument("--frames", type=int, help="override the input frames")
     score.add_argument("--size", type=int, help="override the input crop size")
+    score.add_argument("--scores", type=_score_list, help="also these registered scores, e.g. zen,synflow")
+    score.add_argument("--repeats", type=int, default=1, help="evaluations per forward score (mean, std)")
+    score.add_argument("--seed", type=int, default=0)
     score.set_defaults(func=_cmd_score)
+
+    for name, text in (("strategies", "list the search strategies"), ("scores", "list the scores (proxies)"),
+                       ("families", "list the block families")):
+        sub.add_parser(name, help=text).set_defaults(func=_cmd_list)
 
     zoo_p = sub.add_parser("zoo", help="list the reference architectures, or print one as JSON")
     zoo_p.add_argument("name", nargs="?")
     zoo_p.set_defaults(func=_cmd_zoo)
 
+    from .search_cli import add_search_parser  # noqa: PLC0415
+
+    add_search_parser(sub)
     try:
-        from .search_cli import add_search_parser
-    except ImportError:  # the search is an optional part of a partial install
+        from .export_cli import add_export_parser  # noqa: PLC0415
+    except ImportError:  # onnx / onnxruntime are an optional part of the install
         pass
     else:
-        add_search_parser(sub)
+        add_export_parser(sub)
     return parser
 
 

@@ -41,17 +41,22 @@ class Budget:
             if value is not None and not value > 0:
                 raise ValueError(f"budget {name} must be positive, got {value}")
 
-    def violation(self, c: Cost, latency_ms: float | None = None) -> str | None:
-        """None when ``c`` (and ``latency_ms``) fit, else which limit is exceeded and by how much."""
+    def exceeded(self, c: Cost, latency_ms: float | None = None) -> tuple[str, str] | None:
+        """None when ``c`` (and ``latency_ms``) fit, else ``(field, message)``: which limit, by how much."""
         if self.flops is not None and c.flops > self.flops:
-            return f"FLOPs {c.flops / 1e9:.4f} G > budget {self.flops / 1e9:.4f} G"
+            return "flops", f"FLOPs {c.flops / 1e9:.4f} G > budget {self.flops / 1e9:.4f} G"
         if self.params is not None and c.params > self.params:
-            return f"params {c.params / 1e6:.4f} M > budget {self.params / 1e6:.4f} M"
+            return "params", f"params {c.params / 1e6:.4f} M > budget {self.params / 1e6:.4f} M"
         if self.layers is not None and c.layers > self.layers:
-            return f"{c.layers} layers > limit {self.layers}"
+            return "layers", f"{c.layers} layers > limit {self.layers}"
         if self.latency_ms is not None and latency_ms is not None and latency_ms > self.latency_ms:
-            return f"latency {latency_ms:.2f} ms > budget {self.latency_ms:.2f} ms"
+            return "latency_ms", f"latency {latency_ms:.2f} ms > budget {self.latency_ms:.2f} ms"
         return None
+
+    def violation(self, c: Cost, latency_ms: float | None = None) -> str | None:
+        """None when ``c`` fits, else the message of :meth:`exceeded`."""
+        hit = self.exceeded(c, latency_ms)
+        return None if hit is None else hit[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {"flops": self.flops, "params": self.params, "layers": self.layers, "latency_ms": self.latency_ms}
@@ -172,6 +177,15 @@ class SearchContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class RequestError(ValueError):
+    """A request a strategy cannot run; ``field`` names what to change: ``budget.flops``, ``budget.params``,
+    ``budget.layers``, ``budget.latency_ms``, ``clip``, ``score``, ``seed`` or ``options.<name>``."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 @runtime_checkable
 class SearchStrategy(Protocol):
     """A search strategy; register an instance with :func:`register_strategy`."""
@@ -180,8 +194,9 @@ class SearchStrategy(Protocol):
     description: str
     needs: tuple[str, ...]
 
-    def check_options(self, options: Mapping[str, Any]) -> None:
-        """:class:`ValueError` naming the option when ``options`` are not this strategy's or out of range."""
+    def check(self, request: SearchRequest) -> None:
+        """Raise :class:`RequestError` when the request cannot run (unknown or bad options, a budget the
+        starting point does not fit, ...); quick: the pipeline calls it before any work."""
 
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
         """Run (or resume, from ``request.out_dir``) the search."""
@@ -244,4 +259,22 @@ def top_k_distinct(candidates: Sequence[Candidate], k: int,
 def check_known_options(strategy: str, options: Mapping[str, Any], known: Sequence[str]) -> None:
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"strategy {strategy!r}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise RequestError(f"options.{unknown[0]}", f"strategy {strategy!r}: unknown option {unknown[0]!r} "
+                                                    f"(known: {', '.join(sorted(known))})")
+
+
+def check_start(spec: ArchSpec, request: SearchRequest, what: str) -> None:
+    """:class:`RequestError` unless ``spec`` (a strategy's starting point) fits the budget and has a finite
+    score at the request's clip."""
+    from .scores import get_score  # noqa: PLC0415
+
+    hit = request.budget.exceeded(cost(spec))
+    if hit is not None:
+        raise RequestError(f"budget.{hit[0]}", f"{what} {spec.name!r} at {spec.frames}x{spec.size}^2 does not fit: "
+                                               f"{hit[1]}")
+    score = get_score(request.score)
+    if score.kind == "analytic":
+        try:
+            score(spec)
+        except ValueError as exc:  # an infinite STEntr at this clip
+            raise RequestError("clip", f"{what} {spec.name!r}: {exc}") from None

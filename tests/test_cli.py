@@ -63,7 +63,7 @@ def test_console_script_runs():
 
 
 def test_summarize_reports_infinite_stentr_when_not_strict():
-    from e3d.cli import summarize
+    from e3d.summary import summarize
     from e3d.scores import InfiniteScoreError
 
     spec = zoo.get("E3D-init-S").with_input(frames=3, size=96)

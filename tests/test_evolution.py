@@ -262,10 +262,13 @@ def test_cli_search_runs_and_reports_errors(tmp_path, capsys):
     assert best.depths[0] <= 3 and cost(best).flops <= 1.9e9
     config = json.loads((tmp_path / "s" / "config.json").read_text())
     assert config["space_settings"]["max_depth"] == [3, 6, 6, 6, 6] and config["population_size"] == 16
-    rc = cli_main(["search", "--preset", "M", "--budget-flops", "0.5G", "--iterations", "10",
-                   "--out", str(tmp_path / "m")])
-    assert rc == 2
-    assert "exceeds the FLOPs budget" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["search", "--preset", "M", "--budget-flops", "0.5G", "--iterations", "10",
+                  "--out", str(tmp_path / "m")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --budget-flops: the initial structure 'E3D-init-M'" in err and "FLOPs 1.3149 G" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
 
 
 def test_chunk_stats_dict_has_derived_fields():

@@ -3,6 +3,7 @@ import itertools
 import json
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -13,8 +14,8 @@ from e3d.evolution import SearchConfig, search
 from e3d.search_io import read_outcome, write_outcome
 from e3d.space import SearchSpace
 from e3d.strategies.random import UniformSampler
-from e3d.strategy import (Budget, Candidate, Clip, SearchRequest, SearchStrategy, get_strategy, strategy_names,
-                          top_k_distinct)
+from e3d.strategy import (Budget, Candidate, Clip, RequestError, SearchRequest, SearchStrategy, get_strategy,
+                          strategy_names, top_k_distinct)
 
 K133, K333 = (1, 3, 3), (3, 3, 3)
 
@@ -25,10 +26,15 @@ def test_registry_lists_both_strategies_and_rejects_unknown_names():
         assert isinstance(get_strategy(name), SearchStrategy)
     with pytest.raises(ValueError, match="unknown strategy 'genetic'.*evolution"):
         get_strategy("genetic")
-    with pytest.raises(ValueError, match="unknown option 'populaton'"):
-        get_strategy("evolution").check_options({"populaton": 3})
-    with pytest.raises(ValueError, match="'samples' must be a positive integer"):
-        get_strategy("random").check_options({"samples": 0})
+    request = SearchRequest(budget=Budget(flops=0.08e9, layers=41), clip=Clip(8, 56))
+    for name, options, field, message in [
+            ("evolution", {"populaton": 3}, "options.populaton", "unknown option 'populaton'"),
+            ("random", {"samples": 0}, "options.samples", "'samples' must be a positive integer")]:
+        with pytest.raises(RequestError, match=message) as err:
+            get_strategy(name).check(replace(request, options=options))
+        assert err.value.field == field
+    for name in strategy_names():
+        get_strategy(name).check(request)  # a good request passes
 
 
 def test_evolution_strategy_gives_the_same_best_as_the_search_itself():
@@ -86,10 +92,21 @@ def test_gibbs_sampler_is_uniform_over_the_feasible_networks():
     assert max(counts.values()) < 2.5 * expected and min(counts.values()) > 0.3 * expected
 
 
-def test_random_strategy_refuses_a_budget_below_the_smallest_network():
+def test_strategies_refuse_a_budget_their_start_does_not_fit():
     request = SearchRequest(budget=Budget(flops=1e5), clip=Clip(8, 56), options={"samples": 5})
-    with pytest.raises(ValueError, match="smallest network of the space"):
-        get_strategy("random").search(request)
+    with pytest.raises(RequestError, match="smallest network of the space") as err:
+        get_strategy("random").check(request)
+    assert err.value.field == "budget.flops"
+    with pytest.raises(RequestError, match="initial structure 'E3D-init-S' at 8x56.2 does not fit: FLOPs") as err:
+        get_strategy("evolution").check(replace(request, options={}))
+    assert err.value.field == "budget.flops"
+    with pytest.raises(RequestError, match="layers > limit 10") as err:
+        get_strategy("evolution").check(SearchRequest(budget=Budget(flops=1e9, layers=10), clip=Clip(8, 56)))
+    assert err.value.field == "budget.layers"
+    # 8 frames at 64^2: the initial structure's 3x3x3 stage sees 8x8x8, where STEntr is infinite
+    with pytest.raises(RequestError, match="infinite") as err:
+        get_strategy("evolution").check(SearchRequest(budget=Budget(flops=1e9), clip=Clip(8, 64)))
+    assert err.value.field == "clip"
 
 
 def test_outcome_round_trips_through_its_files(tmp_path):

@@ -15,8 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from ..evolution import SearchConfig, run_name
 from ..space import SpaceSettings
-from ..strategy import (CPU_ONLY, Candidate, SearchContext, SearchOutcome, SearchRequest, check_known_options,
-                        register_strategy)
+from ..strategy import (CPU_ONLY, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest, check_known_options,
+                        check_start, register_strategy)
 
 # set by the request, not by options
 _FROM_REQUEST = ("budget_flops", "budget_params", "max_layers", "frames", "size", "seed", "score")
@@ -55,16 +55,23 @@ class EvolutionStrategy:
     description = "E3D's evolutionary search maximising a score under the budget (Algorithm 1); Ray islands"
     needs = CPU_ONLY
 
-    def check_options(self, options: Mapping[str, Any]) -> None:
-        check_known_options(self.name, options, OPTIONS)
+    def check(self, request: SearchRequest) -> None:
+        check_known_options(self.name, request.options, OPTIONS)
+        try:
+            config = search_config(request)
+            start = config.initial_spec()
+        except (ValueError, KeyError) as exc:
+            field = "budget.flops" if request.budget.flops is None else "options"
+            raise RequestError(field, str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+        check_start(start, request, "the initial structure")
+        if request.budget.latency_ms is not None:
+            raise RequestError("budget.latency_ms", "strategy 'evolution' does not take a latency budget yet")
 
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
         from ..evolution import search  # noqa: PLC0415
 
-        self.check_options(request.options)
+        self.check(request)
         context = context or SearchContext()
-        if request.budget.latency_ms is not None:
-            raise ValueError("strategy 'evolution' does not take a latency budget yet; use FLOPs/params")
         config = search_config(request)
         name = request.name or run_name(config)
         start, cpu0 = time.perf_counter(), time.process_time()

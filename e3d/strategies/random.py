@@ -20,11 +20,11 @@ import random
 import statistics
 import time
 from dataclasses import fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from ..evaluator import Evaluator
 from ..space import Genome, SearchSpace, SpaceSettings
-from ..strategy import (CPU_ONLY, Budget, Candidate, SearchContext, SearchOutcome, SearchRequest,
+from ..strategy import (CPU_ONLY, Budget, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest,
                         check_known_options, register_strategy)
 from .evolution import search_config
 
@@ -46,6 +46,8 @@ class UniformSampler:
 
     def __init__(self, space: SearchSpace, evaluator: Evaluator, budget: Budget, rng: random.Random, *,
                  burn_in: int = 20, thin: int = 2):
+        if budget.latency_ms is not None:
+            raise ValueError("the uniform sampler checks FLOPs, params and layers; filter latency afterwards")
         self.space, self.evaluator, self.budget, self.rng, self.thin = space, evaluator, budget, rng, thin
         s, t = space, space.template
         self.widths = list(range(s.width_min, s.width_max + 1, s.width_step))
@@ -137,26 +139,43 @@ class RandomSearch:
     description = "uniform samples of the search space under the budget, ranked by the score (baseline)"
     needs = CPU_ONLY
 
-    def check_options(self, options: Mapping[str, Any]) -> None:
+    def check(self, request: SearchRequest) -> None:
+        options = request.options
         check_known_options(self.name, options, OPTIONS)
         for key in ("samples", "chunk", "max_draws", "thin"):
-            if key in options and (not isinstance(options[key], int) or options[key] < 1):
-                raise ValueError(f"strategy 'random': option {key!r} must be a positive integer, got {options[key]!r}")
+            if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int)
+                                   or options[key] < 1):
+                raise RequestError(f"options.{key}", f"strategy 'random': option {key!r} must be a positive "
+                                                     f"integer, got {options[key]!r}")
+        if request.budget.latency_ms is not None:
+            raise RequestError("budget.latency_ms", "strategy 'random' takes a latency budget only with a "
+                                                    "latency predictor (not wired yet)")
+        space, evaluator = self._space(request)
+        try:
+            UniformSampler(space, evaluator, request.budget, random.Random(0), burn_in=0)
+        except ValueError as exc:
+            raise RequestError("budget.flops", str(exc)) from None
+
+    def _space(self, request: SearchRequest) -> tuple[SearchSpace, Evaluator]:
+        opts = {k: v for k, v in request.options.items() if k not in ("samples", "chunk", "max_draws", "thin")}
+        try:
+            config = search_config(replace(request, options=opts))
+            template = config.initial_spec()
+            space = config.space(template)
+        except (ValueError, KeyError) as exc:
+            raise RequestError("options", str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+        return space, Evaluator(template, config.score, space=space, seed=request.seed)
 
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
         from ..progress import Progress  # noqa: PLC0415
 
-        self.check_options(request.options)
+        self.check(request)
         context = context or SearchContext()
         opts = dict(request.options)
         samples, chunk = opts.pop("samples", 1000), opts.pop("chunk", 100)
         max_draws, thin = opts.pop("max_draws", 100), opts.pop("thin", 2)
-        if request.budget.latency_ms is not None and context.latency is None:
-            raise ValueError("a latency budget needs a latency predictor (SearchContext.latency)")
-        config = search_config(replace(request, options=opts))
-        template = config.initial_spec()
-        space = config.space(template)
-        evaluator = Evaluator(template, config.score, space=space, seed=request.seed)
+        space, evaluator = self._space(request)
+        template = space.template
         start, cpu0 = time.perf_counter(), time.process_time()
         sampler = UniformSampler(space, evaluator, request.budget, random.Random(request.seed), thin=thin)
         found: dict[Genome, float] = {}
@@ -197,9 +216,8 @@ class RandomSearch:
         settings = {"samples": samples, "chunk": chunk, "max_draws": max_draws, "thin": thin,
                     "budget": request.budget.to_dict(),
                     "clip": {"frames": request.clip.frames, "size": request.clip.size}, "seed": request.seed,
-                    "score": config.score, "template": template.name,
-                    "space": config.space_settings.to_dict()}
-        return SearchOutcome(strategy=self.name, score_name=config.score, candidates=candidates, history=history,
+                    "score": request.score, "template": template.name, "space": space.settings.to_dict()}
+        return SearchOutcome(strategy=self.name, score_name=request.score, candidates=candidates, history=history,
                              settings=settings, wall_s=time.perf_counter() - start,
                              cpu_s=time.process_time() - cpu0,
                              extra={"iterations": samples, "draws": draws, "acceptance_rate": samples / draws})

@@ -1,0 +1,293 @@
+"""Command-line options of the search, defined once for the ``e3d`` CLI and every Ray job.
+
+    add_search_options(parser)                    # --strategy --score --preset --budget-* --iterations ...
+    add_clip_options(parser)                      # --frames --size --sampling-rate
+    strategy, request = search_request(parser, args, defaults=PAPER)   # checked: exits 2 naming the option
+
+``--preset S|M|L`` means one thing everywhere: the paper's input size, FLOPs budget and layer limit
+(13x160^2 / 1.9 G / 83 layers; 16x224^2 / 4.7 G / 83; 16x312^2 / 18.4 G / 167). Explicit options override
+it; what neither sets comes from the caller's :class:`SearchDefaults` (the paper's S setting for
+``e3d search``, the demo's small budget for the main job). Every value is checked before any work:
+argparse types check each value, :func:`search_request` asks the strategy to check the whole request, and
+a bad one ends the program with exit status 2 and one line naming the option.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .evolution import PRESETS
+from .strategy import Budget, Clip, RequestError, SearchRequest, SearchStrategy, get_strategy, strategy_names
+
+_SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: ``prog: error: argument --x: ... (see --help)``,
+    exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        import sys  # noqa: PLC0415
+
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+# -- value types (argparse reports their errors with the option's name) ---------------------------------
+def parse_amount(text: str) -> float:
+    """``1.9G`` -> 1.9e9, ``350M`` -> 3.5e8, ``2e9`` -> 2e9 (positive)."""
+    t = text.strip()
+    scale = _SUFFIXES.get(t[-1:], 1.0)
+    try:
+        value = float(t[:-1] if t[-1:] in _SUFFIXES else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount like 1.9G, 350M or 2e9, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """A whole positive amount: ``500k`` -> 500000, ``512`` -> 512."""
+    value = parse_amount(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(value)
+
+
+def parse_milliseconds(text: str) -> float:
+    """``25ms`` or ``25`` -> 25.0; ``0.5s`` -> 500.0."""
+    t = text.strip().lower()
+    scale = 1000.0 if t.endswith("s") and not t.endswith("ms") else 1.0
+    t = t.removesuffix("ms").removesuffix("s")
+    try:
+        value = float(t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time like 25ms or 0.1s, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def kernel_list(text: str) -> tuple[tuple[int, int, int], ...]:
+    """``133,155,333`` -> ((1,3,3), (1,5,5), (3,3,3)); sizes are single odd digits."""
+    out = []
+    for item in text.split(","):
+        if len(item) != 3 or not item.isdigit() or item[1] != item[2] or any(int(c) % 2 == 0 for c in item):
+            raise argparse.ArgumentTypeError(f"kernels are odd and square, written like 133,155,333; got {item!r}")
+        out.append(tuple(int(c) for c in item))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def depth_caps(text: str) -> str | int | tuple[int, ...]:
+    """``official``, ``none``, an int or one int per stage (``3,6,6,6,6``)."""
+    t = text.strip().lower()
+    if t in ("official", "none"):
+        return t
+    try:
+        caps = tuple(int(v) for v in t.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected official, none, an int or ints like 3,6,6,6,6; got {text!r}") from None
+    if any(c < 1 for c in caps):
+        raise argparse.ArgumentTypeError(f"depth caps must be >= 1, got {text!r}")
+    return caps[0] if len(caps) == 1 else caps
+
+
+def weights4(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or any(v < 0 for v in values) or sum(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected 4 non-negative weights kernel,width,bottleneck,depth; got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (VALUE as JSON, or a bare string), got {text!r}")
+    try:
+        return key.strip().replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip().replace("-", "_"), value
+
+
+# -- defaults --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchDefaults:
+    """What a program searches when neither ``--preset`` nor an explicit option says otherwise."""
+
+    frames: int
+    size: int
+    budget_flops: float
+    max_layers: int | None
+    population: int
+    iterations: int
+    preset: str = "S"  # the initial structure's preset (Table 8)
+    sampling_rate: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+PAPER = SearchDefaults(frames=13, size=160, budget_flops=1.9e9, max_layers=83, population=512, iterations=500_000,
+                       sampling_rate=6)
+
+
+# -- the option groups ------------------------------------------------------------------------------------
+def add_search_options(parser: argparse.ArgumentParser, defaults: SearchDefaults = PAPER) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("search (e3d.strategy)")
+    g.add_argument("--strategy", choices=strategy_names(), default="evolution",
+                   help="search strategy (default evolution; `e3d strategies` lists them)")
+    from .scores import score_names  # noqa: PLC0415
+
+    g.add_argument("--score", choices=score_names(), default="stentr",
+                   help="the score candidates are ranked by (default stentr; `e3d scores` lists them)")
+    g.add_argument("--preset", choices=sorted(PRESETS),
+                   help="the paper's input size, FLOPs budget and layer limit (S: 13x160^2, 1.9G, 83 layers; "
+                        "M: 16x224^2, 4.7G, 83; L: 16x312^2, 18.4G, 167)")
+    g.add_argument("--budget-flops", type=parse_amount,
+                   help=f"FLOPs (multiply-accumulates) budget, e.g. 1.9G (default {defaults.budget_flops / 1e9:g}G)")
+    g.add_argument("--budget-params", type=parse_amount, help="params budget, e.g. 3.5M (default none)")
+    g.add_argument("--max-layers", type=non_negative_int,
+                   help=f"conv layer limit: stem + 3 per block + head; 0: none (default {defaults.max_layers})")
+    g.add_argument("--iterations", type=parse_count,
+                   help=f"evolution: iterations; random: specs sampled (default {defaults.iterations})")
+    g.add_argument("--population", type=parse_count, help=f"evolution: population size (default {defaults.population})")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed of the search (and of the data split)")
+    g.add_argument("--initial", help="initial structure / template: zoo name or spec JSON (default: Table 8)")
+    g.add_argument("--max-depth", type=depth_caps,
+                   help="blocks per stage: an int, one per stage (3,6,6,6,6), 'official' (the official code's caps "
+                        "for the preset) or 'none' (default)")
+    g.add_argument("--kernels", type=kernel_list, help="kernel space, e.g. 133,155,333 (default: the paper's)")
+    g.add_argument("--mutation-probs", type=weights4, help="evolution: weights of kernel,width,bottleneck,depth "
+                                                           "mutations (default 1,1,1,1)")
+    g.add_argument("--set", dest="strategy_options", type=key_value, action="append", default=[],
+                   metavar="NAME=VALUE", help="any other option of the strategy, e.g. --set width_max=512 "
+                                              "(repeatable; values as JSON)")
+    return parser
+
+
+def add_clip_options(parser: argparse.ArgumentParser, defaults: SearchDefaults = PAPER) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("clip (what the networks see)")
+    g.add_argument("--frames", "--clip-frames", dest="frames", type=positive_int,
+                   help=f"frames per clip (default: the preset's, else {defaults.frames})")
+    g.add_argument("--size", "--clip-size", dest="size", type=positive_int,
+                   help=f"crop size (default: the preset's, else {defaults.size})")
+    g.add_argument("--sampling-rate", type=positive_int,
+                   help=f"frames skipped between sampled frames (default: the preset's, else {defaults.sampling_rate})")
+    return parser
+
+
+# -- from arguments to a checked request ---------------------------------------------------------------------
+# strategy-level settings with their own flag: (flag, the option each strategy calls it)
+COMMON = {"iterations": ("--iterations", {"evolution": "iterations", "random": "samples"}),
+          "population": ("--population", {"evolution": "population_size"})}
+TEMPLATE = {"initial": "--initial", "max_depth": "--max-depth", "kernels": "--kernels",
+            "mutation_probs": "--mutation-probs"}
+FIELD_FLAGS = {"budget.flops": "--budget-flops", "budget.params": "--budget-params", "budget.layers": "--max-layers",
+               "budget.latency_ms": "--budget-latency", "clip": "--frames/--size", "score": "--score",
+               "seed": "--seed", "options": "--set"}
+
+
+def resolve_clip(args: argparse.Namespace, defaults: SearchDefaults) -> Clip:
+    from .zoo import INPUTS  # noqa: PLC0415
+
+    preset = INPUTS[args.preset] if getattr(args, "preset", None) else None
+    frames = args.frames or (preset[0] if preset else defaults.frames)
+    size = args.size or (preset[1] if preset else defaults.size)
+    rate = getattr(args, "sampling_rate", None) or (preset[2] if preset else defaults.sampling_rate)
+    return Clip(frames, size, rate)
+
+
+def search_request(parser: argparse.ArgumentParser, args: argparse.Namespace, *, defaults: SearchDefaults = PAPER,
+                   clip: Clip | None = None, num_classes: int | None = None,
+                   out_dir: str | None = None) -> tuple[SearchStrategy, SearchRequest]:
+    """The strategy and its request from the options, checked; a bad value exits 2 naming the option."""
+    strategy = get_strategy(args.strategy)
+    clip = clip or resolve_clip(args, defaults)
+    preset = PRESETS[args.preset] if args.preset else None
+    flops = args.budget_flops or (preset.budget_flops if preset else defaults.budget_flops)
+    if args.max_layers is not None:
+        layers = args.max_layers or None
+    else:
+        layers = preset.max_layers if preset else defaults.max_layers
+    budget = Budget(flops=flops, params=args.budget_params, layers=layers,
+                    latency_ms=getattr(args, "budget_latency", None))
+    options: dict[str, Any] = {"preset": args.preset or defaults.preset} if strategy.name in ("evolution", "random") \
+        else {}
+    options |= dict(defaults.options) if not args.preset else {}
+    for key, (flag, names) in COMMON.items():
+        value = getattr(args, key)
+        name = names.get(strategy.name)
+        if value is not None and name is None:
+            parser.error(f"argument {flag}: strategy {strategy.name!r} does not take it")
+        if name is not None:
+            options[name] = value if value is not None else getattr(defaults, key)
+    for key, flag in TEMPLATE.items():
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key == "max_depth":
+            value = {"official": PRESETS[args.preset or defaults.preset].official_depth_caps, "none": None}.get(
+                value, value) if isinstance(value, str) else value
+        options[key] = value
+    options |= dict(args.strategy_options)
+    request = SearchRequest(budget=budget, clip=clip, seed=args.seed, score=args.score, num_classes=num_classes,
+                            options=options, out_dir=out_dir)
+    check_request(parser, strategy, request)
+    return strategy, request
+
+
+def check_request(parser: argparse.ArgumentParser, strategy: SearchStrategy, request: SearchRequest) -> None:
+    """Ask the strategy to check the request; a problem exits 2 naming the option to change."""
+    try:
+        strategy.check(request)
+    except RequestError as exc:
+        parser.error(f"argument {option_for(exc.field)}: {exc}")
+    except ValueError as exc:  # e.g. a score that needs real clips
+        parser.error(str(exc))
+
+
+def option_for(field_name: str) -> str:
+    """The command-line option behind a request field (``options.population_size`` -> ``--population``)."""
+    if field_name in FIELD_FLAGS:
+        return FIELD_FLAGS[field_name]
+    if field_name.startswith("options."):
+        name = field_name.split(".", 1)[1]
+        for flag, names in COMMON.values():
+            if name in names.values():
+                return flag
+        return TEMPLATE.get(name, f"--set {name}")
+    return field_name
