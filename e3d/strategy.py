@@ -263,6 +263,16 @@ def check_known_options(strategy: str, options: Mapping[str, Any], known: Sequen
                                                     f"(known: {', '.join(sorted(known))})")
 
 
+def check_score(request: SearchRequest) -> None:
+    """:class:`RequestError` (field ``score``) unless the request's score is registered and needs no data."""
+    from .evaluator import check_search_score  # noqa: PLC0415
+
+    try:
+        check_search_score(request.score)
+    except ValueError as exc:
+        raise RequestError("score", str(exc)) from None
+
+
 def check_start(spec: ArchSpec, request: SearchRequest, what: str) -> None:
     """:class:`RequestError` unless ``spec`` (a strategy's starting point) fits the budget and has a finite
     score at the request's clip."""

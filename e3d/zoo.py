@@ -129,3 +129,22 @@ def x3d(size: str, num_classes: int = 400) -> ArchSpec:
 
 for _size in _X3D_DEPTHS:
     register(f"X3D-{_size}", f"X3D-{_size} baseline (Kinetics-400 head)")(lambda _size=_size: x3d(_size))
+
+
+def resolve_specs(items: Sequence[str]) -> list[ArchSpec]:
+    """Zoo names or spec JSON files (one spec or a list per file), in order; :class:`SpecError` naming the
+    item when it is neither."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from .spec import SpecError, load_specs  # noqa: PLC0415
+
+    specs: list[ArchSpec] = []
+    for item in items:
+        if Path(item).suffix == ".json" or Path(item).is_file():
+            specs.extend(load_specs(item))
+        else:
+            try:
+                specs.append(get(item))
+            except KeyError as exc:
+                raise SpecError(f"{item!r} is neither a spec file nor a zoo entry ({exc.args[0]})") from None
+    return specs

@@ -1,75 +1,119 @@
-"""The whole pipeline: search (Ray islands) -> top-K distinct candidates -> Ray Train -> multi-view eval.
+"""The whole pipeline: any search strategy -> top-K distinct candidates -> Ray Train -> multi-view evaluation.
 
     from pipeline.search_and_train import JobConfig, run_job
-    result = run_job(JobConfig())          # the embedded default: synthetic data, small search, 2 candidates
+    result = run_job(JobConfig())          # the embedded demo: synthetic data, small search, 2 candidates
 
-One MLflow experiment per job, a parent run for the job, a child run for the search and one per trained
-candidate (DESIGN.md). Everything lands under ``out_dir``: the dataset (when generated), the search outputs
-and checkpoints, the training runs and checkpoints, and ``summary.json``. Re-running the same command with
-the same ``out_dir`` resumes: the search from its last round, each candidate from its last epoch.
+The job consumes the strategy's :class:`e3d.strategy.SearchOutcome` and nothing else: which strategy made
+the specs never matters downstream. One MLflow experiment per job: a parent run for the job, a child run
+for the search (settings, best and median score per step, the outcome files) and one per trained candidate
+(DESIGN.md). Everything lands under ``out_dir``: the generated dataset, the search outputs (and the
+strategy's checkpoints), the training runs and checkpoints, and ``summary.json``. Re-running the same
+command with the same ``out_dir`` resumes: a finished search is read back, an unfinished one continues from
+its checkpoint, each candidate from its last epoch.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from e3d.evolution import SearchConfig, top_k_distinct
+from e3d.options import COMMON
 from e3d.spec import ArchSpec
-
-# The embedded default: a search sized for training on a laptop CPU at the demo clip size (8 x 56^2: at
-# 8 x 64^2 a 3x3x3 stage would see an 8x8x8 map, where STEntr is infinite), candidates shallow enough to
-# learn in a short run, and the short-run recipe of pipeline.train.cli (PyTorch's init, a fixed lr).
-DEMO_CLIP = {"frames": 8, "size": 56, "sampling_rate": 4}
-DEMO_SEARCH = {"budget_flops": 0.08e9, "population_size": 64, "iterations": 20_000, "max_layers": 41}
-DEMO_TRAIN = {"lr": 0.02, "init": "torch"}
+from e3d.strategy import Budget, Clip, SearchContext, SearchOutcome, SearchRequest, get_strategy, top_k_distinct
+from pipeline.context import IslandBackend
+from pipeline.options import DEMO, DEMO_DATA, DEMO_RECIPE
+from pipeline.train.recipe import Recipe
+from pipeline.video.clip import ClipConfig
 
 
-@dataclass
+@dataclass(frozen=True)
+class DataConfig:
+    """A dataset folder in any supported format, or None for the synthetic dataset generated under
+    ``<out>/data`` with the ``synthetic`` settings (:func:`pipeline.video.synthetic.make_synthetic_dataset`)."""
+
+    path: str | None = None
+    format: str | None = None
+    synthetic: dict[str, Any] = field(default_factory=lambda: dict(DEMO_DATA))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which candidates are trained: the ``top_k`` best whose specs differ in ``distinct_by``, plus ``extra``
+    zoo names or spec files (trained at the job's clip)."""
+
+    top_k: int = 2
+    distinct_by: tuple[str, ...] = ("kernels", "depths")
+    extra: tuple[str, ...] = ()
+
+
+def demo_request(strategy: str = "evolution") -> SearchRequest:
+    """The demo's search: 0.08 GFLOPs, 41 layers, population 64, 20k iterations (samples for random)."""
+    options: dict[str, Any] = {"preset": DEMO.preset} if strategy in ("evolution", "random") else {}
+    for key, (_, names) in COMMON.items():
+        if strategy in names:
+            options[names[strategy]] = getattr(DEMO, key)
+    return SearchRequest(budget=Budget(flops=DEMO.budget_flops, layers=DEMO.max_layers),
+                         clip=Clip(DEMO.frames, DEMO.size, DEMO.sampling_rate), options=options)
+
+
+def demo_clip() -> ClipConfig:
+    return ClipConfig(frames=DEMO.frames, sampling_rate=DEMO.sampling_rate or 4, size=DEMO.size,
+                      train_scale=(DEMO.size, round(DEMO.size * 9 / 8)), hflip=False)
+
+
+def demo_recipe() -> Recipe:
+    return Recipe.paper("sthsth").scaled(**DEMO_RECIPE)
+
+
+@dataclass(frozen=True)
 class JobConfig:
-    """Everything one run of the pipeline needs; the defaults are the embedded demo."""
+    """Everything one run of the pipeline needs; the defaults are the embedded demo.
+
+    ``request`` is the search (budget, score, seed, the strategy's options); its clip is always ``clip``'s
+    (the networks are searched at the input they are trained at). ``islands``: how ``evolution`` runs on
+    Ray (None: in this process).
+    """
 
     out_dir: str = "outputs/search_and_train"
-    # data: a dataset folder in any supported format, or None for the generated synthetic dataset
-    data: str | None = None
-    data_format: str | None = None
-    synthetic: dict[str, Any] = field(default_factory=lambda: {"num_classes": 4, "clips_per_class": 24})
-    frames: int = DEMO_CLIP["frames"]
-    size: int = DEMO_CLIP["size"]
-    sampling_rate: int = DEMO_CLIP["sampling_rate"]
-    hflip: bool | None = None  # None: off for the generated data (direction-sensitive classes), else on
-    # search
-    search: SearchConfig = field(default_factory=lambda: SearchConfig.from_preset(
-        "S", frames=DEMO_CLIP["frames"], size=DEMO_CLIP["size"], **DEMO_SEARCH))
-    actors: int | None = None
-    chunk_iterations: int | None = None
-    # candidates and training
-    top_k: int = 2
-    extra_candidates: Sequence[str] = ()  # zoo names (or spec files) trained beside the found ones
-    epochs: int = 15
-    batch_size: int = 8
-    lr: float | None = DEMO_TRAIN["lr"]  # None: the recipe's, scaled linearly to the global batch
-    init: str = DEMO_TRAIN["init"]  # "model" (e3d.model's) or "torch" (PyTorch defaults): recipe.INITS
-    recipe: str = "sthsth"
+    data: DataConfig = field(default_factory=DataConfig)
+    clip: ClipConfig = field(default_factory=demo_clip)
+    strategy: str = "evolution"
+    request: SearchRequest = field(default_factory=demo_request)
+    islands: IslandBackend | None = field(default_factory=IslandBackend)
+    selection: Selection = field(default_factory=Selection)
+    recipe: Recipe = field(default_factory=demo_recipe)
     eval_clips: int = 2
     eval_crops: int = 3
     max_concurrent: int | None = None
-    seed: int = 0
+    workers: int | None = None
+    data_cpus: float | None = None
+    max_failures: int = 1
     tracking_uri: str | None = None
     experiment: str = "e3d-search-and-train"
     log_model: bool = True
 
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+    def search_request(self, out_dir: str | None = None, num_classes: int | None = None) -> SearchRequest:
+        clip = Clip(self.clip.frames, self.clip.size, self.clip.sampling_rate)
+        return replace(self.request, clip=clip, out_dir=out_dir, num_classes=num_classes)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["search"] = self.search.to_dict()
+        d["request"] = {"budget": self.request.budget.to_dict(), "seed": self.request.seed,
+                        "score": self.request.score, "options": dict(self.request.options)}
         return d
 
 
 @dataclass
 class JobResult:
     best_spec: ArchSpec
+    outcome: SearchOutcome
     candidates: list[Any]  # pipeline.train.CandidateResult, in training order
     search_summary: dict[str, Any]
     table: str
@@ -82,7 +126,8 @@ class JobResult:
         return {"best": self.best_spec.name, "search": self.search_summary, "out_dir": self.out_dir,
                 "tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id,
                 "wall_s": round(self.wall_s, 1),
-                "candidates": [{"name": c.name, "gflops": round(c.flops / 1e9, 4), "mparams": round(c.params / 1e6, 4),
+                "candidates": [{"name": c.name, "gflops": round((c.train_flops or c.flops) / 1e9, 4),
+                                "input": c.train_input or c.input, "mparams": round(c.params / 1e6, 4),
                                 "stentr": c.stentr, "mv_top1": c.mv_top1, "mv_top5": c.mv_top5,
                                 "val_top1": c.val_top1, "train_time_s": round(c.train_time_s, 1),
                                 "error": c.error} for c in self.candidates]}
@@ -90,45 +135,101 @@ class JobResult:
 
 def quick(config: JobConfig) -> JobConfig:
     """A minimal end-to-end run (smoke tests, cluster checks): tiny data, search and training."""
-    return replace(config, synthetic={"num_classes": 2, "clips_per_class": 6, "frames": 16, "size": 48},
-                   frames=8, size=40, sampling_rate=2, epochs=1, lr=0.02, batch_size=4, eval_clips=1, top_k=1,
-                   search=replace(config.search, frames=8, size=40, budget_flops=0.03e9, population_size=16,
-                                  iterations=400), chunk_iterations=100, log_model=False)
+    small = {"iterations": 400, "population": 16}
+    options = dict(config.request.options)
+    for key, (_, names) in COMMON.items():
+        if config.strategy in names:
+            options[names[config.strategy]] = 40 if config.strategy == "random" and key == "iterations" else small[key]
+    request = replace(config.request, budget=replace(config.request.budget, flops=0.03e9), options=options)
+    islands = replace(config.islands, chunk_iterations=100) if config.islands is not None else None
+    return replace(config, data=replace(config.data, synthetic={"num_classes": 2, "clips_per_class": 6, "frames": 16,
+                                                                "size": 48}),
+                   clip=replace(config.clip, frames=8, size=40, sampling_rate=2, train_scale=(40, 45)),
+                   recipe=config.recipe.scaled(epochs=1, lr=0.02, batch_size=4), eval_clips=1,
+                   selection=replace(config.selection, top_k=1), request=request, islands=islands, log_model=False)
 
 
-def prepare_data(config: JobConfig, out: Path):
-    """The dataset to train on: the user's folder, or the synthetic one generated under ``out/data``."""
+def load_data(data: DataConfig, out: Path, *, seed: int = 0):
+    """The dataset to train on: the user's folder, or the synthetic one generated once under ``out/data``."""
     from pipeline.video.formats import load_dataset
     from pipeline.video.synthetic import make_synthetic_dataset
 
-    if config.data:
-        return load_dataset(config.data, config.data_format, seed=config.seed)
+    if data.path:
+        return load_dataset(data.path, data.format, seed=seed)
     root = out / "data"
     if not (root / "_SUCCESS").exists():
-        make_synthetic_dataset(root, seed=config.seed, **config.synthetic)
+        make_synthetic_dataset(root, seed=seed, **data.synthetic)
         (root / "_SUCCESS").write_text("done\n")
-    return load_dataset(root, seed=config.seed)
+    return load_dataset(root, seed=seed)
 
 
-def select_candidates(population: Sequence[Any], config: JobConfig) -> list[ArchSpec]:
-    """The top-K structurally distinct specs of the search, named by rank, plus any extra candidates."""
-    from pipeline.train.cli import resolve_specs
+def select_candidates(outcome: SearchOutcome, config: JobConfig) -> list[ArchSpec]:
+    """The top-K structurally distinct specs of the outcome, named by rank, plus the extra ones at the clip."""
+    from e3d.zoo import resolve_specs
 
-    chosen = top_k_distinct(population, config.top_k)
-    specs = [ind.spec(f"cand{rank + 1}") for rank, ind in enumerate(chosen)]
-    specs += resolve_specs(list(config.extra_candidates))
+    chosen = top_k_distinct(outcome.candidates, config.selection.top_k, by=config.selection.distinct_by)
+    specs = [c.spec.replace(name=f"cand{rank + 1}") for rank, c in enumerate(chosen)]
+    specs += [s.with_input(config.clip.frames, config.clip.size) for s in resolve_specs(config.selection.extra)]
     return specs
+
+
+def run_search(config: JobConfig, out: Path, tracking: Any, *, num_classes: int, say=print) -> SearchOutcome:
+    """The search stage: read a finished outcome back, else run (or resume) the strategy and log it."""
+    from e3d.search_io import read_outcome, write_outcome
+
+    search_dir = out / "search"
+    done = read_outcome(search_dir)
+    if done is not None and done.strategy == config.strategy:
+        say(f"[search] {done.strategy}: done before (best {done.best.score:.3f}); reading {search_dir}")
+        done.extra["resumed"] = True
+        return done
+    strategy = get_strategy(config.strategy)
+    request = config.search_request(str(search_dir), num_classes)
+    b = request.budget
+    say(f"[search] {strategy.name} by {request.score}: budget {b.flops / 1e9 if b.flops else math.inf:.3g} GFLOPs, "
+        f"{b.layers or 'any'} layers at {request.clip.frames}x{request.clip.size}^2")
+    with tracking.run(f"search-{strategy.name}", tags={"e3d.stage": "search", "e3d.strategy": strategy.name}) as run:
+        backend = config.islands if strategy.name == "evolution" else None
+        context = SearchContext(evolution_backend=backend, tracking=tracking, progress=False,
+                                extra={"mlflow_run_id": run.info.run_id})
+        outcome = strategy.search(request, context)
+        files = write_outcome(search_dir, outcome)
+        log_outcome(tracking.client(), outcome, request, files)
+    say(f"[search] best {outcome.best.score:.3f} ({outcome.best.flops / 1e9:.4f} GFLOPs) in {outcome.wall_s:.1f} s")
+    return outcome
+
+
+def log_outcome(mlflow: Any, outcome: SearchOutcome, request: SearchRequest, files: dict[str, Path]) -> None:
+    """The search run: settings as params, best/median per history step as metrics, outcome files."""
+    from pipeline.tracking import spec_params
+
+    params = {"strategy": outcome.strategy, "score": outcome.score_name, "seed": request.seed,
+              "budget_gflops": request.budget.flops / 1e9 if request.budget.flops else "none",
+              "budget_mparams": request.budget.params / 1e6 if request.budget.params else "none",
+              "max_layers": request.budget.layers or "none", "clip": f"{request.clip.frames}x{request.clip.size}^2"}
+    params |= {f"option.{k}": json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
+               for k, v in request.options.items()}
+    params |= {f"best.{k}": v for k, v in spec_params(outcome.best.spec).items()}
+    mlflow.log_params(params)
+    for i, row in enumerate(outcome.history):
+        step = int(row.get("total_iterations", row.get("step", i + 1)))
+        metrics = {k: float(row[k]) for k in ("best", "median", "acceptance_rate") if k in row
+                   and math.isfinite(float(row[k]))}
+        if metrics:
+            mlflow.log_metrics(metrics, step=step)
+    mlflow.log_metrics({"best_score": outcome.best.score, "search_wall_s": outcome.wall_s}
+                       | ({"search_cpu_s": outcome.cpu_s} if outcome.cpu_s is not None else {}))
+    for path in files.values():
+        mlflow.log_artifact(str(path), artifact_path="search")
 
 
 def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     """Search, select, train and evaluate; log everything to MLflow; return the summary."""
     import ray
 
-    from pipeline.search import run_distributed_search
-    from pipeline.search.checkpoint import read_meta, resolve_fs
     from pipeline.tracking import Tracking, log_dict_json, ui_command
-    from pipeline.train import Recipe, format_table, train_candidates
-    from pipeline.video.ray_data import ClipConfig, skipped_report
+    from pipeline.train import format_table, plan_resources, train_candidates
+    from pipeline.video.ray_data import skipped_report
 
     start = time.time()
     out = Path(config.out_dir).expanduser().resolve()
@@ -142,58 +243,45 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     state_path = out / "job.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
 
-    dataset = prepare_data(config, out)
+    dataset = load_data(config.data, out, seed=config.seed)
     say(f"[data] {len(dataset.classes)} classes, {len(dataset.train)} train / {len(dataset.val)} val videos")
-    search_cfg = replace(config.search, frames=config.frames, size=config.size, seed=config.seed)
 
     with tracking.run("search_and_train", run_id=state.get("parent_run_id")) as parent:
         state["parent_run_id"] = parent.info.run_id
         state_path.write_text(json.dumps(state))
         mlflow = tracking.client()
         if not state.get("params_logged"):
-            mlflow.log_params({"data": config.data or "synthetic", "classes": len(dataset.classes),
+            b = config.request.budget
+            mlflow.log_params({"data": config.data.path or "synthetic", "classes": len(dataset.classes),
                                "train_videos": len(dataset.train), "val_videos": len(dataset.val),
-                               "clip": f"{config.frames}x{config.size}x{config.size}/{config.sampling_rate}",
-                               "top_k": config.top_k, "epochs": config.epochs,
-                               "budget_gflops": search_cfg.budget_flops / 1e9})
+                               "clip": f"{config.clip.frames}x{config.clip.size}x{config.clip.size}"
+                                       f"/{config.clip.sampling_rate}",
+                               "strategy": config.strategy, "score": config.request.score,
+                               "top_k": config.selection.top_k, "epochs": config.recipe.epochs,
+                               "budget_gflops": b.flops / 1e9 if b.flops else "none"})
             log_dict_json(mlflow, config.to_dict(), "job_config.json")
             state["params_logged"] = True
             state_path.write_text(json.dumps(state))
         child = tracking.child(parent.info.run_id)
 
-        # 1. search: resume it if a checkpoint is there, else start it
-        search_dir = out / "search"
-        resume = read_meta(*resolve_fs(str(search_dir))) is not None
-        say(f"[search] {'resuming' if resume else 'starting'}: budget {search_cfg.budget_flops / 1e9:.3g} GFLOPs at "
-            f"{search_cfg.frames}x{search_cfg.size}^2, population {search_cfg.population_size}, "
-            f"{search_cfg.iterations} iterations")
-        found = run_distributed_search(None if resume else search_cfg, out_dir=str(search_dir),
-                                       actors=config.actors, chunk_iterations=config.chunk_iterations,
-                                       tracking=child, resume=resume, progress=False)
-        say(f"[search] best {found.best_score:.3f} ({found.iterations} iterations, {found.wall_s:.1f} s)")
-
-        # 2. candidates
-        specs = select_candidates(found.population, config)
+        # 1. search (any strategy) -> 2. candidates -> 3. training and multi-view evaluation
+        outcome = run_search(config, out, child, num_classes=len(dataset.classes), say=say)
+        specs = select_candidates(outcome, config)
         say("[select] " + ", ".join(f"{s.name} {s.kernel_pattern} depths {list(s.depths)}" for s in specs))
-
-        # 3. training and multi-view evaluation
-        clip = ClipConfig(frames=config.frames, sampling_rate=config.sampling_rate, size=config.size,
-                          train_scale=(config.size, int(config.size * 1.15)),
-                          hflip=config.hflip if config.hflip is not None else bool(config.data))
-        recipe = Recipe.paper(config.recipe).scaled(epochs=config.epochs, batch_size=config.batch_size,
-                                                    lr=config.lr, init=config.init)
-        results = train_candidates(specs, dataset, clip=clip, recipe=recipe, tracking=child,
-                                   out_dir=out / "train", eval_clips=config.eval_clips,
-                                   eval_crops=config.eval_crops, max_concurrent=config.max_concurrent,
-                                   seed=config.seed, log_model=config.log_model)
+        plan = plan_resources(len(specs), max_concurrent=config.max_concurrent, workers=config.workers,
+                              data_cpus=config.data_cpus)
+        results = train_candidates(specs, dataset, clip=config.clip, recipe=config.recipe, tracking=child,
+                                   out_dir=out / "train", eval_clips=config.eval_clips, eval_crops=config.eval_crops,
+                                   plan=plan, max_failures=config.max_failures, seed=config.seed,
+                                   log_model=config.log_model)
         table = format_table(results)
         skipped = skipped_report(log=False)
         for r in results:
             if r.ok:
                 mlflow.log_metric(f"{r.name}_mv_top1", r.mv_top1)
-        result = JobResult(best_spec=found.best, candidates=results, search_summary=found.summary(), table=table,
-                           tracking_uri=tracking.tracking_uri, parent_run_id=parent.info.run_id, out_dir=str(out),
-                           wall_s=time.time() - start)
+        result = JobResult(best_spec=outcome.best.spec, outcome=outcome, candidates=results,
+                           search_summary=outcome.summary(), table=table, tracking_uri=tracking.tracking_uri,
+                           parent_run_id=parent.info.run_id, out_dir=str(out), wall_s=time.time() - start)
         summary = result.summary() | {"skipped_files": skipped}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         (out / "summary.txt").write_text(table + "\n")
@@ -207,3 +295,11 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
             f"(see summary.json)")
     say(f"\nCompare the candidates in the MLflow UI:\n  {ui_command(tracking.tracking_uri)}")
     return result
+
+
+def islands_from_args(args: Any) -> IslandBackend:
+    return IslandBackend(actors=args.actors, chunk_iterations=args.chunk_iterations,
+                         migration_interval=args.migration_interval, migration_size=args.migration_size,
+                         cpus_per_actor=args.cpus_per_actor, resources=args.actor_resources,
+                         max_restarts=args.max_restarts)
+

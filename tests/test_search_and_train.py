@@ -24,7 +24,7 @@ def test_summary_and_outputs(job):
     cand = result.candidates[0]
     assert cand.ok and cand.epochs == 1 and 0 <= cand.mv_top1 <= 100
     assert cand.flops <= 0.03e9 and cand.stentr > 0
-    for name in ("best.json", "population.parquet", "history.parquet", "progress.png"):
+    for name in ("best.json", "population.parquet", "history.parquet", "progress.png", "outcome.json"):
         assert (out / "search" / name).is_file()
     assert "cand1" in (out / "summary.txt").read_text()
 
@@ -41,13 +41,16 @@ def test_mlflow_layout(job):
     assert len(children) == 2  # the search and the one candidate
     cand = children[children["tags.mlflow.runName"] == "cand1"].iloc[0]
     assert float(cand["params.stentr"]) > 0 and cand["params.kernels"].count("-") == 4
+    search = children[children["tags.mlflow.runName"] == "search-evolution"].iloc[0]
+    assert search["params.strategy"] == "evolution" and float(search["metrics.best_score"]) > 0
+    assert search["params.best.kernels"] == cand["params.kernels"]  # the same parameter names line up
 
 
 def test_rerun_resumes_instead_of_redoing(job):
     out, first = job
     again = run_job(quick(JobConfig(out_dir=str(out))), verbose=False)
     assert again.parent_run_id == first.parent_run_id  # same MLflow job run
-    assert again.search_summary["resumed_from"] is not None  # the search came back from its checkpoint
+    assert again.search_summary["resumed"]  # the finished search was read back, not run again
     assert again.best_spec == first.best_spec
     # the finished candidate was picked up from its checkpoint, not trained again (its epoch timings match)
     assert again.candidates[0].history == first.candidates[0].history

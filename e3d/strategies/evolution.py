@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from ..evolution import SearchConfig, run_name
 from ..space import SpaceSettings
 from ..strategy import (CPU_ONLY, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest, check_known_options,
-                        check_start, register_strategy)
+                        check_score, check_start, register_strategy)
 
 # set by the request, not by options
 _FROM_REQUEST = ("budget_flops", "budget_params", "max_layers", "frames", "size", "seed", "score")
@@ -57,6 +57,7 @@ class EvolutionStrategy:
 
     def check(self, request: SearchRequest) -> None:
         check_known_options(self.name, request.options, OPTIONS)
+        check_score(request)
         try:
             config = search_config(request)
             start = config.initial_spec()

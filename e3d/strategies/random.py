@@ -25,7 +25,7 @@ from typing import Any
 from ..evaluator import Evaluator
 from ..space import Genome, SearchSpace, SpaceSettings
 from ..strategy import (CPU_ONLY, Budget, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest,
-                        check_known_options, register_strategy)
+                        check_known_options, check_score, register_strategy)
 from .evolution import search_config
 
 _SPACE = tuple(f.name for f in fields(SpaceSettings))
@@ -142,6 +142,7 @@ class RandomSearch:
     def check(self, request: SearchRequest) -> None:
         options = request.options
         check_known_options(self.name, options, OPTIONS)
+        check_score(request)
         for key in ("samples", "chunk", "max_draws", "thin"):
             if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int)
                                    or options[key] < 1):
