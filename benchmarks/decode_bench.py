@@ -1,6 +1,7 @@
 """Training-clip decoding speed: clips per second per core, and the Ray Data pipeline's clips/s.
 
-    python benchmarks/decode_bench.py [--clips 90] [--rounds 3] [--no-ray] [--json out.json]
+    python benchmarks/decode_bench.py [--clips 90] [--rounds 3] [--no-ray] [--no-prepared | --only-prepared]
+                                      [--json out.json]
 
 A training clip is 16 frames, every 5th, short side 256 (bilinear), a random 224x224 crop: uint8
 [16, 224, 224, 3] (normalisation, the same for every method, is left out). Compared on one core, at
@@ -17,6 +18,14 @@ generated H.264 clips (256x256, 150 frames at 25 fps, noisy), with a keyframe ev
 default: one GOP per clip, so every exact method decodes from frame 0) and every 25 frames (1 s).
 Also checked on the UCF clips: whether each method returns the frames a full decode gives at the
 clip's indices (a frame counts as wrong when another frame within 8 positions matches better).
+
+Prepared files (``--no-prepared`` skips this): each long-GOP and UCF file is re-encoded with
+pipeline.video.prepare.prepare_video at its defaults (short side 256, a keyframe per second, crf 23,
+x264 fastdecode, no B-frames) on one core: videos per CPU-second, size before/after. Then ``ours`` on
+the originals beside ``ours`` on the prepared files, same clips, interleaved. Frame correctness of the
+prepared clips (4 positions per file): against the source's full decode at the prepared size (a frame
+is wrong when its PSNR is under prepare's threshold, 25 dB, or a source frame within 8 positions has
+under half its squared error), and against the prepared file's own full decode (exact).
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ import numpy as np
 import torch
 
 from pipeline.video.decode import clip_indices, decode_clip
+from pipeline.video.prepare import NEIGHBOUR_FACTOR, PrepareSettings, output_size, prepare_video
 from pipeline.video.synthetic import render_clip, write_video
 from pipeline.video.transforms import random_crop
 
@@ -141,6 +151,86 @@ def wrong_frames(paths: list[str], positions: int = 4) -> dict[str, str]:
     return out
 
 
+def prepare_files(paths: list[str], out_dir: Path, settings: PrepareSettings) -> dict:
+    """Prepare every file on this core: the mapping source -> output and the cost."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mapping, cpu, wall, records = {}, 0.0, 0.0, []
+    for k, path in enumerate(paths):
+        output = out_dir / f"{k:03d}_{Path(path).stem}.mp4"
+        start = np.array([time.process_time(), time.perf_counter()])
+        record = prepare_video(path, str(output), settings=settings)
+        spent = np.array([time.process_time(), time.perf_counter()]) - start
+        cpu, wall = cpu + spent[0], wall + spent[1]
+        records.append(record)
+        if record["status"] == "ok":
+            mapping[path] = str(output)
+    ok = [r for r in records if r["status"] == "ok"]
+    return {"mapping": mapping, "videos": len(paths), "ok": len(ok),
+            "failed": [(r["source"], r["reason"]) for r in records if r["status"] != "ok"],
+            "videos_per_cpu_s": len(paths) / cpu, "videos_per_wall_s": len(paths) / wall,
+            "frames_per_cpu_s": sum(r["frames_in"] for r in ok) / cpu,
+            "mb_in": sum(r["bytes_in"] for r in ok) / 1e6, "mb_out": sum(r["bytes_out"] for r in ok) / 1e6,
+            "min_psnr": min((r["min_psnr"] for r in ok), default=None)}
+
+
+def prepared_wrong_frames(mapping: dict[str, str], min_psnr: float, positions: int = 4) -> dict:
+    """Clips and frames of the prepared files that are not the source's frames at the clip's indices."""
+    bad_clips = bad_frames = exact_bad = total = 0
+    for source, prepared in mapping.items():
+        with av.open(prepared) as c:
+            s = c.streams.video[0]
+            h, w = s.height, s.width
+            own = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(s)]).astype(np.float32)
+        ref = np.stack(_scaled_source(source, h, w)).astype(np.float32)
+        for pos in np.linspace(0, 1, positions):
+            idx = clip_indices(len(ref), FRAMES, RATE, float(pos))
+            clip = decode_clip(prepared, FRAMES, RATE, float(pos)).astype(np.float32)
+            wrong = 0
+            for frame, i in zip(clip, idx):
+                mse = np.mean((frame - ref[i]) ** 2)
+                near = [j for j in range(max(0, i - 8), min(len(ref), i + 9)) if j != i]
+                shifted = any(np.mean((frame - ref[j]) ** 2) < NEIGHBOUR_FACTOR * mse for j in near)
+                psnr = 10 * np.log10(255 ** 2 / mse) if mse else float("inf")
+                wrong += bool(shifted or psnr < min_psnr)
+            exact_bad += any(np.abs(frame - own[i]).max() > 0 for frame, i in zip(clip, idx))
+            bad_frames += wrong
+            bad_clips += wrong > 0
+            total += 1
+    return {"vs_source": f"{bad_clips}/{total} clips, {bad_frames}/{total * FRAMES} frames",
+            "vs_own_full_decode": f"{exact_bad}/{total} clips"}
+
+
+def _scaled_source(path: str, h: int, w: int) -> list[np.ndarray]:
+    """Every frame of the source at the prepared size, as prepare_video scales it (area, via yuv420p)."""
+    with av.open(path, metadata_errors="ignore") as c:
+        return [f.reformat(width=w, height=h, format="yuv420p", interpolation="AREA").to_ndarray(format="rgb24")
+                for f in c.decode(video=0)]
+
+
+def prepared_section(sets: dict[str, list[str]], tmp: Path, clips: int, rounds: int) -> dict:
+    settings = PrepareSettings()
+    results = {}
+    print(f"\nprepared files (short side {settings.short_side}, a keyframe per second, crf {settings.crf}, "
+          f"fastdecode, no B-frames), one core; clips per CPU-second (wall in brackets):")
+    print(f"{'data':40s} {'prep videos/CPU-s':>17s} {'MB in->out':>14s} {'original':>15s} {'prepared':>15s}"
+          f" {'gain':>6s}  wrong frames vs source | vs own full decode")
+    for name, paths in sets.items():
+        prep = prepare_files(paths, tmp / "prepared" / name.split()[0].replace("/", "_") / str(len(results)),
+                             settings)
+        mapping = prep.pop("mapping")
+        kept = [p for p in paths if p in mapping]
+        methods = {"original": ours, "prepared": lambda path, pos, rng: ours(mapping[path], pos, rng)}
+        rates = clips_per_second(methods, kept, clips, rounds)
+        gain = rates["prepared"]["cpu"] / rates["original"]["cpu"]
+        wrong = prepared_wrong_frames(mapping, settings.min_psnr)
+        results[name] = {"prepare": prep, "decode": rates, "gain": gain, "wrong_frames": wrong}
+        print(f"{name:40s} {prep['videos_per_cpu_s']:17.2f} {prep['mb_in']:6.1f}->{prep['mb_out']:5.1f} "
+              + " ".join(f"{rates[m]['cpu']:6.1f} ({rates[m]['wall']:5.1f})" for m in methods)
+              + f" {gain:5.1f}x  {wrong['vs_source']} | {wrong['vs_own_full_decode']}"
+              + (f"  ({len(prep['failed'])} failed: {prep['failed']})" if prep["failed"] else ""))
+    return results
+
+
 def ray_pipeline(paths: list[str], epochs: int = 2) -> dict:
     import ray
 
@@ -169,6 +259,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=90, help="clips per method and data set")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray Data pipeline")
+    parser.add_argument("--no-prepared", action="store_true", help="skip the prepared-files section")
+    parser.add_argument("--only-prepared", action="store_true", help="run the prepared-files section alone")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -184,18 +276,24 @@ def main() -> None:
             sets[f"generated (H.264 256x256, keyframe/{gop})"] = generated_clips(Path(tmp), gop)
         print(f"clips per CPU-second, one core ({results['clip']}); load average {results['load_average_before']:.1f}"
               " (per wall-clock second in brackets)")
-        print(f"{'data':40s} " + " ".join(f"{m:>15s}" for m in methods) + "   ours/naive")
+        if not args.no_prepared:
+            long_gop = {k: v for k, v in sets.items() if not k.endswith("keyframe/25)")}
+            results["prepared"] = prepared_section(long_gop, Path(tmp), args.clips, args.rounds)
+        if args.only_prepared:
+            sets = {}
+        else:
+            print(f"\n{'data':40s} " + " ".join(f"{m:>15s}" for m in methods) + "   ours/naive")
         for name, paths in sets.items():
             rates = clips_per_second(methods, paths, args.clips, args.rounds)
             speedup = rates["ours"]["cpu"] / rates["naive"]["cpu"]
             results[name] = rates | {"speedup_vs_naive": speedup}
             print(f"{name:40s} " + " ".join(f"{rates[m]['cpu']:6.1f} ({rates[m]['wall']:5.1f})" for m in methods)
                   + f"   {speedup:.2f}x")
-        if UCF_DIR.is_dir():
+        if UCF_DIR.is_dir() and not args.only_prepared:
             results["wrong_frame_clips_ucf"] = wrong_frames(sets["ucf101 (Xvid 320x240)"])
             print("clips with wrong frames vs a full decode (UCF, 4 positions each):",
                   results["wrong_frame_clips_ucf"])
-        if not args.no_ray:
+        if not args.no_ray and not args.only_prepared:
             paths = sets.get("ucf101 (Xvid 320x240)") or next(iter(sets.values()))
             ray_rates = ray_pipeline(paths)
             results["ray_data"] = ray_rates

@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -102,11 +103,12 @@ class PrepareSettings:
 # ---------------------------------------------------------------- one file
 
 def output_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """(height, width) of the output: short side ``short_side`` when larger, each rounded to even (>= 2)."""
+    """(height, width) of the output: the short side scaled to ``short_side`` when larger, each side then
+    rounded to the nearest even number (down when not scaled; at least 2, as yuv420p needs)."""
     scale = min(1.0, short_side / min(height, width))
 
     def even(x: float) -> int:
-        return max(2, int(round(x * scale / 2)) * 2)
+        return max(2, int(x * scale / 2 + (0.5 if scale < 1 else 0.0)) * 2)
 
     return even(height), even(width)
 
@@ -548,9 +550,11 @@ def _run(todo: list[dict], dst: Path, settings: PrepareSettings, num_cpus: float
     ctx.enable_progress_bars, ctx.max_errored_blocks = False, -1  # our own progress; a crashed task is one file
     out: dict[str, dict] = {}
     try:
-        data = ray.data.from_items(todo, override_num_blocks=len(todo)).map(
-            _prepare_row, fn_kwargs={"dst": str(dst), "settings": asdict(settings)}, num_cpus=num_cpus,
-            max_retries=1)
+        with warnings.catch_warnings():  # Ray 2.60's map() has no named max_retries; its default (-1) would
+            warnings.simplefilter("ignore", DeprecationWarning)  # retry a file that kills its worker forever
+            data = ray.data.from_items(todo, override_num_blocks=len(todo)).map(
+                _prepare_row, fn_kwargs={"dst": str(dst), "settings": asdict(settings)}, num_cpus=num_cpus,
+                max_retries=1)
         for row in data.iter_rows():
             record = json.loads(row["record"])
             out[record["source"]] = record
@@ -607,15 +611,15 @@ def read_manifest(dst: str | os.PathLike) -> list[dict]:
     return pq.read_table(Path(dst) / MANIFEST).to_pylist()
 
 
-def compare_datasets(src: VideoDataset, dst: VideoDataset, records: list[dict]) -> list[str]:
-    """Differences in classes, labels or splits between a source and its prepared copy (empty: same)."""
+def compare_datasets(src: VideoDataset, dst: VideoDataset, records: list[dict], root: Path) -> list[str]:
+    """Differences in classes, labels or splits between a source and its copy prepared into ``root``
+    (empty: the same)."""
     problems = []
     if dst.classes != src.classes:
         lost = sorted(set(src.classes) - set(dst.classes))
         problems.append(f"classes differ (lost: {lost})" if lost else "classes differ")
     where = {os.path.realpath(it.path): (split, dst.classes[it.label])
              for split, items in (("train", dst.train), ("val", dst.val)) for it in items}
-    root = Path(dst.root if Path(dst.root).is_dir() else Path(dst.root).parent)
     for r in records:
         if r["status"] != "ok":
             continue
@@ -633,7 +637,7 @@ def _summary(ds: VideoDataset, dst: Path, records: list[dict], todo: list[dict],
     this_run = [r for r in records if r["source"] in redone]
     cpu = sum(r.get("cpu_seconds") or 0 for r in this_run)
     try:
-        problems = compare_datasets(ds, load_dataset(dst, ds.format, split=split), records)
+        problems = compare_datasets(ds, load_dataset(dst, ds.format, split=split), records, dst)
     except ValueError as e:  # DatasetError included: e.g. nothing was prepared
         problems = [f"prepared dataset does not load: {e}"]
     return {
