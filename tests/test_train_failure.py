@@ -12,6 +12,7 @@ mlflow = pytest.importorskip("mlflow")
 from e3d import zoo  # noqa: E402
 from pipeline.tracking import Tracking  # noqa: E402
 from pipeline.train import Recipe, TensorSource, train_one  # noqa: E402
+from pipeline.train.callbacks import KillWorkerOnce  # noqa: E402
 
 SPEC = zoo.get("E3D-init-S")
 RECIPE = Recipe.paper("sthsth").scaled(epochs=2, batch_size=16, lr=0.05)
@@ -25,7 +26,7 @@ def source():
 def test_worker_killed_mid_run_resumes_from_checkpoint(ray_cluster, source, tmp_path):
     marker = tmp_path / "killed"
     r = train_one(SPEC, source, recipe=RECIPE, out_dir=tmp_path, eval_clips=1, eval_crops=1, run_name="chaos",
-                  max_failures=1, loop_extra={"fail_once_at_epoch": [1, str(marker)]})
+                  max_failures=1, loop_callbacks=[KillWorkerOnce(epoch=1, marker=str(marker))])
     assert marker.is_file()  # the worker really died (at the start of epoch index 1)
     assert r.ok, r.error
     assert [h["epoch"] for h in r.history] == [1, 2]
@@ -38,7 +39,7 @@ def test_worker_loss_beyond_max_failures_fails_the_candidate(ray_cluster, source
     tracking = Tracking.local(tmp_path / "mlruns", "test-failure")
     r = train_one(SPEC, source, recipe=RECIPE, tracking=tracking, out_dir=tmp_path, eval_clips=1, eval_crops=1,
                   run_name="doomed", max_failures=0,
-                  loop_extra={"fail_once_at_epoch": [1, str(tmp_path / "killed")]})
+                  loop_callbacks=[KillWorkerOnce(epoch=1, marker=str(tmp_path / "killed"))])
     assert not r.ok and r.error
     assert (tmp_path / "candidates" / "doomed" / "error.txt").is_file()
     run = mlflow.tracking.MlflowClient(tracking.tracking_uri).get_run(r.mlflow_run_id)

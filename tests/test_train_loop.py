@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from e3d import zoo  # noqa: E402
 from pipeline.tracking import PARENT_TAG, Tracking  # noqa: E402
 from pipeline.train import Recipe, TensorSource, plan_resources, train_one  # noqa: E402
-from pipeline.train.loop import load_state  # noqa: E402
+from pipeline.train.checkpoint import load_state  # noqa: E402
 
 SPEC = zoo.get("E3D-init-S")  # trained at the data's 4 x 32 x 32
 RECIPE = Recipe.paper("sthsth").scaled(epochs=2, batch_size=8, lr=0.05)

@@ -10,7 +10,7 @@ from e3d.model import build_model
 from pipeline.train.candidates import run_names
 from pipeline.train.data import TensorSource, steps_per_epoch
 from pipeline.train.evaluate import Meter, ViewAccumulator, topk_correct
-from pipeline.train.loop import apply_init, make_optimizer, make_scheduler, param_groups
+from pipeline.train.optim import apply_init, make_optimizer, make_scheduler, param_groups
 from pipeline.train.recipe import PRESETS, Recipe
 from pipeline.train.report import CandidateResult, format_table, table_csv, write_summary
 from pipeline.train.resources import ClusterSnapshot, plan_resources

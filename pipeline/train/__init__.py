@@ -10,6 +10,7 @@ Public API::
 
 See docs/training.md.
 """
+from .callbacks import LoopCallback
 from .candidates import train_candidates
 from .data import TensorSource, VideoSource, as_source
 from .evaluate import Meter, ViewAccumulator, topk_correct
@@ -20,4 +21,4 @@ from .trainer import build_trainer, train_one
 
 __all__ = ["Recipe", "PRESETS", "TensorSource", "VideoSource", "as_source", "Meter", "ViewAccumulator",
            "topk_correct", "CandidateResult", "format_table", "plot_curves", "write_summary", "ClusterSnapshot",
-           "ResourcePlan", "plan_resources", "build_trainer", "train_one", "train_candidates"]
+           "ResourcePlan", "plan_resources", "build_trainer", "train_one", "train_candidates", "LoopCallback"]

@@ -160,4 +160,3 @@ PRESETS: dict[str, Recipe] = {
     "k400": Recipe(name="k400", epochs=256, batch_size=16, reference_lr=0.4, reference_batch=128,
                    warmup_epochs=15),
 }
-PAPER_GPUS = 8  # Table 10's runs: 8 x A100, so the global batch is 8 x the per-GPU batch
