@@ -103,7 +103,7 @@ class Tracking:
 def spec_params(spec: ArchSpec) -> dict[str, Any]:
     """The spec summary logged as run params, so MLflow's comparison view lines candidates up
     (``stentr`` is ``inf`` where the score is infinite at the spec's input)."""
-    from e3d.cli import summarize
+    from e3d.summary import summarize
 
     s = summarize(spec, strict=False)
     return {
