@@ -21,8 +21,9 @@ import sys
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from pipeline.search.cli_options import (add_ray_options, add_search_options, add_tracking_options,  # noqa: E402
-                                         config_from_args, init_ray, tracking_from_args)
+from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, defaults_from_config,  # noqa: E402
+                         search_request)
+from pipeline.options import add_ray_options, add_tracking_options, init_ray, tracking_from_args  # noqa: E402
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -33,8 +34,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog=__doc__)
     g = parser.add_argument_group("tuning")
     g.add_argument("--out", default="outputs/tune-search", help="output folder (default outputs/tune-search)")
     g.add_argument("--budget", type=int, default=50_000, help="iterations per trial, the same for every trial")
@@ -53,17 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--migration-sizes", type=_ints, help="e.g. 1,2,4,8")
     g.add_argument("--chunks", type=_ints, help="iterations per island per round, e.g. 1000,2500,5000")
     g.add_argument("--verbose", type=int, default=1, help="Tune's console verbosity (0-3)")
-    add_search_options(parser)
-    add_tracking_options(parser, experiment="e3d-tune-search")
+    g.add_argument("--config", metavar="JSON", help="a SearchConfig JSON as the base (options given here override it)")
+    add_search_options(parser, PAPER)
+    add_clip_options(parser, PAPER)
+    add_tracking_options(parser, experiment="e3d-tune-search", optional=True, models=False)
     add_ray_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        try:
+            parser.set_defaults(**defaults_from_config(args.config))
+        except (OSError, ValueError, TypeError) as exc:
+            parser.error(f"argument --config: {exc}")
+        args = parser.parse_args(argv)
+    from e3d.strategies.evolution import search_config  # noqa: PLC0415
     from pipeline.search.tune_search import TuneSettings, tune_search  # noqa: PLC0415
 
-    base, _ = config_from_args(args)
+    if args.strategy != "evolution":
+        parser.error(f"argument --strategy: Tune tunes the evolutionary search's settings, not {args.strategy!r}")
+    base = search_config(search_request(parser, args, defaults=PAPER)[1])
     choices = {k: v for k, v in (("population_sizes", args.populations), ("islands", args.islands),
                                  ("migration_intervals", args.migration_intervals),
                                  ("migration_sizes", args.migration_sizes), ("chunk_iterations", args.chunks))
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     init_ray(args)
     try:
-        outcome = tune_search(base, settings, out_dir=args.out, tracking=tracking_from_args(args),
+        outcome = tune_search(base, settings, out_dir=args.out, tracking=tracking_from_args(args, args.out),
                               verbose=args.verbose)
     except ValueError as exc:  # e.g. a trial that can never fit the cluster
         print(f"error: {exc}", file=sys.stderr)

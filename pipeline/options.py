@@ -101,13 +101,29 @@ def add_island_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
-def add_tracking_options(parser: argparse.ArgumentParser, experiment: str) -> argparse.ArgumentParser:
+def add_tracking_options(parser: argparse.ArgumentParser, experiment: str, *, optional: bool = False,
+                         models: bool = True) -> argparse.ArgumentParser:
     g = parser.add_argument_group("MLflow")
     g.add_argument("--tracking-uri", type=_tracking_uri, default=os.environ.get("MLFLOW_TRACKING_URI") or None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --out/mlruns)")
     g.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
-    g.add_argument("--no-log-model", action="store_true", help="do not log the final models to MLflow")
+    if models:
+        g.add_argument("--no-log-model", action="store_true", help="do not log the final models to MLflow")
+    if optional:
+        g.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return parser
+
+
+def tracking_from_args(args: argparse.Namespace, out: str | Path):
+    """The job's :class:`pipeline.tracking.Tracking`: ``--tracking-uri``, else a SQLite store under
+    ``<out>/mlruns`` (everything a job writes stays under its ``--out``); None with ``--no-mlflow``."""
+    from pipeline.tracking import Tracking  # noqa: PLC0415
+
+    if getattr(args, "no_mlflow", False):
+        return None
+    if args.tracking_uri:
+        return Tracking(args.tracking_uri, args.experiment)
+    return Tracking.local(Path(out).expanduser() / "mlruns", args.experiment)
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 
 from e3d import zoo
+from e3d.options import resolve_clip
 from e3d.spec import SpecError, save_specs
-from pipeline.train.cli import DEMO_CLIP, DEMO_RECIPE, clip_from_args, recipe_from_args, resolve_specs
+from e3d.zoo import resolve_specs
+from pipeline.options import DEMO, DEMO_RECIPE, check_clip, check_recipe
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "train.py"
 
@@ -31,20 +33,24 @@ def test_specs_from_zoo_and_files(tmp_path):
 
 
 def test_demo_defaults(job):
-    args = job.build_parser().parse_args([])
-    recipe, clip = recipe_from_args(args, demo=True), clip_from_args(args, demo=True)
+    parser = job.build_parser()
+    args = parser.parse_args([])
+    recipe = check_recipe(parser, args, demo=True)
+    clip = check_clip(parser, args, resolve_clip(args, DEMO), demo=True)
     assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.init) == (DEMO_RECIPE["epochs"], 8, 0.02, "torch")
     assert recipe.weight_decay == 5e-5 and recipe.momentum == 0.9  # still the paper's optimizer
     assert recipe.warmup_epochs == pytest.approx(10 * DEMO_RECIPE["epochs"] / 128)
-    assert (clip.frames, clip.size, clip.sampling_rate, clip.hflip) == (8, 64, DEMO_CLIP["sampling_rate"], False)
+    assert (clip.frames, clip.size, clip.sampling_rate, clip.hflip) == (DEMO.frames, DEMO.size, DEMO.sampling_rate,
+                                                                        False)
 
 
 def test_options_override_the_paper_recipe(job):
-    args = job.build_parser().parse_args(["E3D-S", "--data", "x", "--preset", "k400", "--epochs", "30",
-                                          "--batch-size", "16", "--frames", "13", "--size", "160",
-                                          "--sampling-rate", "6", "--label-smoothing", "0.1", "--no-amp",
-                                          "--warmup-epochs", "3"])
-    recipe, clip = recipe_from_args(args), clip_from_args(args)
+    parser = job.build_parser()
+    args = parser.parse_args(["E3D-S", "--data", "x", "--recipe", "k400", "--epochs", "30", "--batch-size", "16",
+                              "--frames", "13", "--size", "160", "--sampling-rate", "6", "--label-smoothing", "0.1",
+                              "--no-amp", "--warmup-epochs", "3"])
+    recipe = check_recipe(parser, args, demo=False)
+    clip = check_clip(parser, args, resolve_clip(args, DEMO), demo=False)
     assert (recipe.name, recipe.epochs, recipe.batch_size, recipe.lr) == ("k400", 30, 16, None)
     assert recipe.lr_for(2) == pytest.approx(0.4 * 32 / 128)  # linear scaling from Table 10's K400 column
     assert recipe.warmup_epochs == 3
@@ -55,5 +61,8 @@ def test_options_override_the_paper_recipe(job):
 def test_bad_spec_exits_with_status_2(job, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "bad", "input": {"frames": 4}}))
-    assert job.main([str(bad), "--out", str(tmp_path), "--no-mlflow"]) == 2
-    assert "error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        job.main([str(bad), "--out", str(tmp_path / "o"), "--no-mlflow"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument SPEC:" in err and "missing required key" in err and not (tmp_path / "o").exists()

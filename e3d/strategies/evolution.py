@@ -50,6 +50,20 @@ def outcome_from_population(population: Sequence[Any], history: list[dict[str, A
                          wall_s=wall_s, cpu_s=cpu_s, extra=extra or {})
 
 
+def field_of(message: str, request: SearchRequest) -> str:
+    """The request field a config error is about (for the message that names the option to change)."""
+    if request.budget.flops is None:
+        return "budget.flops"
+    for name, field in (("max_layers", "budget.layers"), ("budget_params", "budget.params"),
+                        ("budgets", "budget.flops"), ("initial structure", "options.initial")):
+        if name in message:
+            return field
+    for name in OPTIONS:
+        if name in message:
+            return f"options.{name}"
+    return "options"
+
+
 class EvolutionStrategy:
     name = "evolution"
     description = "E3D's evolutionary search maximising a score under the budget (Algorithm 1); Ray islands"
@@ -62,8 +76,8 @@ class EvolutionStrategy:
             config = search_config(request)
             start = config.initial_spec()
         except (ValueError, KeyError) as exc:
-            field = "budget.flops" if request.budget.flops is None else "options"
-            raise RequestError(field, str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
+            raise RequestError(field_of(message, request), message) from None
         check_start(start, request, "the initial structure")
         if request.budget.latency_ms is not None:
             raise RequestError("budget.latency_ms", "strategy 'evolution' does not take a latency budget yet")

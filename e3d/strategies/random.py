@@ -26,7 +26,7 @@ from ..evaluator import Evaluator
 from ..space import Genome, SearchSpace, SpaceSettings
 from ..strategy import (CPU_ONLY, Budget, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest,
                         check_known_options, check_score, register_strategy)
-from .evolution import search_config
+from .evolution import field_of, search_config
 
 _SPACE = tuple(f.name for f in fields(SpaceSettings))
 OPTIONS = ("samples", "chunk", "max_draws", "thin", "preset", "initial") + _SPACE
@@ -164,7 +164,8 @@ class RandomSearch:
             template = config.initial_spec()
             space = config.space(template)
         except (ValueError, KeyError) as exc:
-            raise RequestError("options", str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
+            raise RequestError(field_of(message, request), message) from None
         return space, Evaluator(template, config.score, space=space, seed=request.seed)
 
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
