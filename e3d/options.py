@@ -211,11 +211,10 @@ def add_clip_options(parser: argparse.ArgumentParser, defaults: SearchDefaults =
 
 
 # -- from arguments to a checked request ---------------------------------------------------------------------
-# strategy-level settings with their own flag: (flag, the option each strategy calls it)
-COMMON = {"iterations": ("--iterations", {"evolution": "iterations", "random": "samples"}),
-          "population": ("--population", {"evolution": "population_size"})}
-TEMPLATE = {"initial": "--initial", "max_depth": "--max-depth", "kernels": "--kernels",
-            "mutation_probs": "--mutation-probs"}
+# the flags a strategy may take, by the name it maps them to (``SearchStrategy.cli_options``)
+STRATEGY_FLAGS = {"iterations": "--iterations", "population": "--population", "preset": "--preset",
+                  "initial": "--initial", "max_depth": "--max-depth", "kernels": "--kernels",
+                  "mutation_probs": "--mutation-probs"}
 FIELD_FLAGS = {"budget.flops": "--budget-flops", "budget.params": "--budget-params", "budget.layers": "--max-layers",
                "budget.latency_ms": "--budget-latency", "clip": "--frames/--size", "score": "--score",
                "seed": "--seed", "options": "--set"}
@@ -245,24 +244,23 @@ def search_request(parser: argparse.ArgumentParser, args: argparse.Namespace, *,
         layers = preset.max_layers if preset else defaults.max_layers
     budget = Budget(flops=flops, params=args.budget_params, layers=layers,
                     latency_ms=getattr(args, "budget_latency", None))
-    options: dict[str, Any] = {"preset": args.preset or defaults.preset} if strategy.name in ("evolution", "random") \
-        else {}
-    options |= dict(defaults.options) if not args.preset else {}
-    for key, (flag, names) in COMMON.items():
+    takes: Mapping[str, str] = getattr(strategy, "cli_options", {})  # flag name -> the strategy's option
+    options: dict[str, Any] = dict(defaults.options) if not args.preset else {}
+    for key, flag in STRATEGY_FLAGS.items():
         value = getattr(args, key)
-        name = names.get(strategy.name)
-        if value is not None and name is None:
-            parser.error(f"argument {flag}: strategy {strategy.name!r} does not take it")
-        if name is not None:
-            options[name] = value if value is not None else getattr(defaults, key)
-    for key, flag in TEMPLATE.items():
-        value = getattr(args, key)
-        if value is None:
+        if key == "preset":
+            value = value or defaults.preset
+        elif key in ("iterations", "population") and value is None:
+            value = getattr(defaults, key)
+        elif value is None:
             continue
-        if key == "max_depth":
-            value = {"official": PRESETS[args.preset or defaults.preset].official_depth_caps, "none": None}.get(
-                value, value) if isinstance(value, str) else value
-        options[key] = value
+        if key not in takes:
+            if getattr(args, key) is not None and key != "preset":
+                parser.error(f"argument {flag}: strategy {strategy.name!r} does not take it")
+            continue
+        if key == "max_depth" and isinstance(value, str):
+            value = {"official": PRESETS[args.preset or defaults.preset].official_depth_caps, "none": None}[value]
+        options[takes[key]] = value
     options |= dict(args.strategy_options)
     request = SearchRequest(budget=budget, clip=clip, seed=args.seed, score=args.score, num_classes=num_classes,
                             options=options, out_dir=out_dir)
@@ -286,26 +284,11 @@ def option_for(field_name: str) -> str:
         return FIELD_FLAGS[field_name]
     if field_name.startswith("options."):
         name = field_name.split(".", 1)[1]
-        for flag, names in COMMON.values():
-            if name in names.values():
-                return flag
-        return TEMPLATE.get(name, f"--set {name}")
+        from .strategy import STRATEGIES  # noqa: PLC0415
+
+        for strategy in STRATEGIES.names():
+            for key, option in getattr(STRATEGIES.get(strategy), "cli_options", {}).items():
+                if option == name:
+                    return STRATEGY_FLAGS[key]
+        return f"--set {name}"
     return field_name
-
-
-def defaults_from_config(path: str) -> dict[str, Any]:
-    """Command-line defaults from a ``SearchConfig`` JSON (a search's ``config.json``, Tune's
-    ``best_config.json``): ``parser.set_defaults(**defaults_from_config(path))``, then parse again so the
-    options given on the command line override it."""
-    from .evolution import SearchConfig  # noqa: PLC0415
-    from .space import SpaceSettings  # noqa: PLC0415
-
-    with open(path) as fh:
-        data = json.load(fh)
-    known = set(SearchConfig.__dataclass_fields__) | set(SpaceSettings.__dataclass_fields__)
-    c = SearchConfig.from_dict({k: v for k, v in data.items() if k in known})
-    space = {k: v for k, v in c.space_settings.to_dict().items() if v != getattr(SpaceSettings(), k)}
-    return {"budget_flops": c.budget_flops, "budget_params": c.budget_params, "max_layers": c.max_layers or 0,
-            "population": c.population_size, "iterations": c.iterations, "seed": c.seed, "score": c.score,
-            "preset": c.preset, "initial": c.initial, "frames": c.frames, "size": c.size,
-            "strategy_options": [("chunk", c.chunk)] + sorted(space.items())}

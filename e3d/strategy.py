@@ -193,6 +193,9 @@ class SearchStrategy(Protocol):
     name: str
     description: str
     needs: tuple[str, ...]
+    # the shared command-line flags it takes, by the option name it gives them, e.g. {"iterations": "samples"}
+    # (flags: iterations, population, preset, initial, max_depth, kernels, mutation_probs)
+    cli_options: Mapping[str, str]
 
     def check(self, request: SearchRequest) -> None:
         """Raise :class:`RequestError` when the request cannot run (unknown or bad options, a budget the
@@ -224,7 +227,7 @@ def strategy_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import strategies  # noqa: F401, PLC0415 - registers the built-in strategies
+    from . import strategies  # noqa: F401, PLC0415 - its modules register the built-in strategies
 
 
 # -- helpers shared by strategies ------------------------------------------------------------------------

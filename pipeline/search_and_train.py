@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from e3d.options import COMMON
 from e3d.spec import ArchSpec
 from e3d.strategy import Budget, Clip, SearchContext, SearchOutcome, SearchRequest, get_strategy, top_k_distinct
 from pipeline.context import IslandBackend
@@ -51,10 +50,8 @@ class Selection:
 
 def demo_request(strategy: str = "evolution") -> SearchRequest:
     """The demo's search: 0.08 GFLOPs, 41 layers, population 64, 20k iterations (samples for random)."""
-    options: dict[str, Any] = {"preset": DEMO.preset} if strategy in ("evolution", "random") else {}
-    for key, (_, names) in COMMON.items():
-        if strategy in names:
-            options[names[strategy]] = getattr(DEMO, key)
+    takes = get_strategy(strategy).cli_options
+    options: dict[str, Any] = {takes[k]: getattr(DEMO, k) for k in ("preset", "iterations", "population") if k in takes}
     return SearchRequest(budget=Budget(flops=DEMO.budget_flops, layers=DEMO.max_layers),
                          clip=Clip(DEMO.frames, DEMO.size, DEMO.sampling_rate), options=options)
 
@@ -135,11 +132,9 @@ class JobResult:
 
 def quick(config: JobConfig) -> JobConfig:
     """A minimal end-to-end run (smoke tests, cluster checks): tiny data, search and training."""
-    small = {"iterations": 400, "population": 16}
-    options = dict(config.request.options)
-    for key, (_, names) in COMMON.items():
-        if config.strategy in names:
-            options[names[config.strategy]] = 40 if config.strategy == "random" and key == "iterations" else small[key]
+    takes = get_strategy(config.strategy).cli_options
+    small = {"iterations": 40 if config.strategy == "random" else 400, "population": 16}
+    options = dict(config.request.options) | {takes[k]: v for k, v in small.items() if k in takes}
     request = replace(config.request, budget=replace(config.request.budget, flops=0.03e9), options=options)
     islands = replace(config.islands, chunk_iterations=100) if config.islands is not None else None
     return replace(config, data=replace(config.data, synthetic={"num_classes": 2, "clips_per_class": 6, "frames": 16,

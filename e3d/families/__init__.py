@@ -126,7 +126,12 @@ def family_names() -> list[str]:
 
 
 def _register_builtin() -> Any:
-    from . import e3d, x3d  # noqa: F401, PLC0415 - each module registers its family
+    """Import every module of this package: each registers its family."""
+    import importlib  # noqa: PLC0415
+    import pkgutil  # noqa: PLC0415
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 _register_builtin()

@@ -1,2 +1,6 @@
-"""The built-in search strategies; each module registers one (:mod:`e3d.strategy`)."""
-from . import evolution, random  # noqa: F401
+"""The built-in search strategies: every module of this package registers one (:mod:`e3d.strategy`)."""
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

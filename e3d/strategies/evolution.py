@@ -68,6 +68,9 @@ class EvolutionStrategy:
     name = "evolution"
     description = "E3D's evolutionary search maximising a score under the budget (Algorithm 1); Ray islands"
     needs = CPU_ONLY
+    cli_options = {"iterations": "iterations", "population": "population_size", "preset": "preset",
+                   "initial": "initial", "max_depth": "max_depth", "kernels": "kernels",
+                   "mutation_probs": "mutation_probs"}
 
     def check(self, request: SearchRequest) -> None:
         check_known_options(self.name, request.options, OPTIONS)

@@ -138,6 +138,8 @@ class RandomSearch:
     name = "random"
     description = "uniform samples of the search space under the budget, ranked by the score (baseline)"
     needs = CPU_ONLY
+    cli_options = {"iterations": "samples", "preset": "preset", "initial": "initial", "max_depth": "max_depth",
+                   "kernels": "kernels"}
 
     def check(self, request: SearchRequest) -> None:
         options = request.options
