@@ -22,7 +22,7 @@ class IslandLost(RuntimeError):
     """An island's actor (or the node holding its result) is gone."""
 
 
-class IslandBackend(Protocol):
+class IslandPool(Protocol):
     def submit(self, i: int, immigrants: list[Member], iterations: int, emigrants: int) -> Any: ...
 
     def get(self, i: int, ref: Any) -> dict[str, Any]: ...
@@ -34,7 +34,7 @@ class IslandBackend(Protocol):
     def shutdown(self) -> None: ...
 
 
-def open_islands(states: Sequence[dict[str, Any]], settings: IslandSettings) -> IslandBackend:
+def open_islands(states: Sequence[dict[str, Any]], settings: IslandSettings) -> IslandPool:
     """The backend ``settings.backend`` names, with one island per state."""
     return RayIslands(states, settings) if settings.backend == "ray" else LocalIslands(states)
 

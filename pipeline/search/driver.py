@@ -32,7 +32,7 @@ from e3d.space import SearchSpace
 from e3d.spec import ArchSpec
 
 from . import checkpoint as ck
-from .backends import IslandBackend, IslandLost, open_islands
+from .backends import IslandLost, IslandPool, open_islands
 from .callbacks import RoundInfo, SearchCallback
 from .island import Member, island_state
 from .plan import IslandSettings, island_config, migrates_after, plan_rounds, round_iterations
@@ -91,7 +91,7 @@ def merge_population(states: Sequence[dict[str, Any]], space: SearchSpace) -> li
 class _RoundCalls:
     """The calls submitted to the islands, by round: ``(arguments, handles)`` per island."""
 
-    def __init__(self, islands: IslandBackend, config: SearchConfig, settings: IslandSettings, rounds: int):
+    def __init__(self, islands: IslandPool, config: SearchConfig, settings: IslandSettings, rounds: int):
         self.islands, self.config, self.settings, self.rounds = islands, config, settings, rounds
         self.calls: dict[int, tuple[list[tuple], list[Any]]] = {}
 
@@ -202,7 +202,7 @@ class IslandDriver:
                 cb.on_finish(result)
         return result
 
-    def _collect(self, islands: IslandBackend, i: int, ref: Any, args: tuple, respawned: set[int]) -> dict[str, Any]:
+    def _collect(self, islands: IslandPool, i: int, ref: Any, args: tuple, respawned: set[int]) -> dict[str, Any]:
         """Island ``i``'s result; a lost island restarts from its last checkpointed state and is asked again."""
         while True:
             try:
@@ -228,7 +228,7 @@ class IslandDriver:
         return incoming
 
     def _record(self, rnd: int, results: list[dict[str, Any]], wall: float, elapsed: float,
-                islands: IslandBackend) -> RoundInfo:
+                islands: IslandPool) -> RoundInfo:
         """Append the round's history rows (one per island, one for the whole search)."""
         merged_scores = {m.genome: m.score for r in results for m in r["state"]["members"]}
         scores = list(merged_scores.values())
