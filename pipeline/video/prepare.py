@@ -43,13 +43,13 @@ import warnings
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import av
 import numpy as np
 
 from .decode import VideoDecodeError, clip_indices, decode_clips, probe
-from .formats import VideoDataset, _find_file, _is_kinetics_csv, _ssv2_files, load_dataset  # same package
+from .formats import DatasetError, VideoDataset, _find_file, _is_kinetics_csv, _ssv2_files, load_dataset  # same package
 
 CHECK_FRAMES, CHECK_RATE = 16, 5  # the training clip whose frames are checked (docs/video.md's default)
 VFR_TOLERANCE = 0.25  # an interval this far off the median (relative) makes a stream variable-rate
@@ -57,6 +57,7 @@ NEIGHBOUR_FACTOR = 0.5  # a frame is "shifted" when a neighbouring source frame 
 RECORDS_DIR = Path(".prepare") / "records"
 MANIFEST, SUMMARY = "manifest.parquet", "prepare.json"
 _CONTAINERS = {".mp4": "mp4", ".webm": "matroska"}  # SSv2 needs <id>.webm: Matroska holding H.264
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 class PrepareError(Exception):
@@ -92,6 +93,8 @@ class PrepareSettings:
             raise ValueError(f"keyint must be >= 1, got {self.keyint}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be in [0, 51], got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {X264_PRESETS}, got {self.preset!r}")
         if self.min_psnr <= 0 or self.timeout <= 0:
             raise ValueError("min_psnr and timeout must be positive")
 
@@ -203,7 +206,7 @@ def _encode(source: str, tmp: str, container_format: str, settings: PrepareSetti
     keyint = settings.keyint or max(1, round(float(timing.rate)))
     checks = check_indices(info.num_frames, keyint)
     keep = {j for i in checks for j in (i - 1, i, i + 1)}
-    scaler, references, i = _Scaler(size, info.rotation), {}, 0
+    scaler, references, count = _Scaler(size, info.rotation), {}, 0
     options = {"movflags": "+faststart"} if container_format == "mp4" else {}
     with av.open(source, metadata_errors="ignore") as src, av.open(tmp, "w", format=container_format,
                                                                     options=options) as out:
@@ -215,7 +218,7 @@ def _encode(source: str, tmp: str, container_format: str, settings: PrepareSetti
         encoder.time_base = encoder.codec_context.time_base = timing.time_base
         encoder.options = _encoder_options(settings, keyint)
         try:
-            for frame in src.decode(stream):
+            for i, frame in enumerate(_decoded(source, src, stream)):
                 if time.monotonic() > deadline:
                     raise PrepareError(f"timeout: not done after {settings.timeout:g} s (frame {i})", "timeout")
                 yuv = scaler(frame)
@@ -224,13 +227,24 @@ def _encode(source: str, tmp: str, container_format: str, settings: PrepareSetti
                 yuv.pts, yuv.duration = _pts(timing, i)
                 yuv.time_base, yuv.pict_type = timing.time_base, av.video.frame.PictureType.NONE
                 out.mux(encoder.encode(yuv))
-                i += 1
-        except av.error.FFmpegError as e:
-            raise VideoDecodeError(source, f"decode error after frame {i}: {e}", "decode") from None
-        if i == 0:
-            raise VideoDecodeError(source, "no decodable frame", "short")
-        out.mux(encoder.encode(None))
-    return _Encoded(i, size, timing, keyint, references, [c for c in checks if c < i])
+                count = i + 1
+            if count == 0:
+                raise VideoDecodeError(source, "no decodable frame", "short")
+            out.mux(encoder.encode(None))
+        except av.error.FFmpegError as e:  # the decoder's errors are VideoDecodeError already
+            raise PrepareError(f"encoding failed after frame {count}: {e}", "encode") from None
+    return _Encoded(count, size, timing, keyint, references, [c for c in checks if c < count])
+
+
+def _decoded(path: str, container, stream) -> Iterator[av.VideoFrame]:
+    """The frames of a sequential decode; a bit-stream error raises VideoDecodeError("decode")."""
+    i = 0
+    try:
+        for frame in container.decode(stream):
+            yield frame
+            i += 1
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(path, f"decode error after frame {i}: {e}", "decode") from None
 
 
 def _pts(timing: _Timing, i: int) -> tuple[int, int]:
@@ -296,8 +310,8 @@ def _verify(path: str, enc: _Encoded, settings: PrepareSettings, deadline: float
                                   min_psnr=settings.min_psnr)
     if problem:
         raise PrepareError(f"output differs from the source: {problem}")
-    return {"fps_out": float(rate) if rate else None, "min_psnr": round(min(float(worst), 100.0), 2),  # 100: identical
-            "checked_frames": len(enc.checks)}
+    return {"frames_out": count, "fps_out": float(rate) if rate else None,
+            "min_psnr": round(min(float(worst), 100.0), 2), "checked_frames": len(enc.checks)}  # 100: identical
 
 
 def prepare_video(source: str, output: str, *, settings: PrepareSettings = PrepareSettings()) -> dict:
@@ -321,7 +335,7 @@ def prepare_video(source: str, output: str, *, settings: PrepareSettings = Prepa
         record.update(frames_in=enc.frames, height_out=enc.size[0], width_out=enc.size[1],
                       fps_in=float(enc.timing.rate), vfr=enc.timing.vfr, timing=enc.timing.policy,
                       keyint=enc.keyint)
-        record.update(_verify(tmp, enc, settings, deadline), frames_out=enc.frames)
+        record.update(_verify(tmp, enc, settings, deadline))
         os.replace(tmp, output)
         record.update(status="ok", bytes_out=os.path.getsize(output))
     except VideoDecodeError as e:
@@ -347,10 +361,11 @@ def _size(path: str) -> int | None:
 # ---------------------------------------------------------------- dataset layout
 
 def check_paths(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Raise ValueError when SRC is missing or DST and SRC's folder overlap (DST inside SRC or around it)."""
+    """FileNotFoundError when SRC is missing; ValueError when DST and SRC's folder overlap (DST inside
+    SRC or around it) or DST is a file."""
     src_path = Path(os.path.realpath(src))
     if not src_path.exists():
-        raise ValueError(f"{src}: no such file or directory")
+        raise FileNotFoundError(f"{src}: no such file or directory")
     src_dir = src_path if src_path.is_dir() else src_path.parent
     dst_path = Path(os.path.realpath(dst))
     if dst_path == src_dir or src_dir in dst_path.parents:
@@ -367,7 +382,7 @@ def _base(ds: VideoDataset) -> Path:
 
 
 def plan(ds: VideoDataset) -> list[dict]:
-    """One row per video: source, output (relative to DST), label, split. Raises ValueError on clashes.
+    """One row per video: source, output (relative to DST), label, split. Raises DatasetError on clashes.
 
     folder: ``{train,val}/<class>/<path below the class folder>``; ssv2: the same relative path
     (``<id>.webm``); others: the path relative to the dataset's folder (outside it: ``external/``).
@@ -387,7 +402,7 @@ def plan(ds: VideoDataset) -> list[dict]:
                 rel = Path("external", hashlib.sha1(item.path.encode()).hexdigest()[:10], rel.name)
             out = rel.with_suffix(suffix).as_posix()
             if out in seen:
-                raise ValueError(f"{item.path} and {seen[out]} would both be written to {out}")
+                raise DatasetError(f"{item.path} and {seen[out]} would both be written to {out}")
             seen[out] = item.path
             rows.append({"source": item.path, "output": out, "label": item.label, "split": split})
     return rows
