@@ -16,7 +16,7 @@ import os
 import sys
 
 from pipeline.video.formats import FORMATS, DatasetError
-from pipeline.video.prepare import PrepareSettings, check_paths, prepare_dataset
+from pipeline.video.prepare import X264_PRESETS, PrepareSettings, check_paths, prepare_dataset
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keyint", type=_positive(int), default=None,
                    help="frames between keyframes (default: the source's frame rate, one per second)")
     p.add_argument("--crf", type=_crf, default=23, help="x264 quality, 0-51 (lower: better, bigger)")
-    p.add_argument("--preset", default="veryfast", help="x264 speed preset")
+    p.add_argument("--preset", choices=X264_PRESETS, default="veryfast", help="x264 speed preset")
     p.add_argument("--no-fast-decode", dest="fast_decode", action="store_false",
                    help="leave out x264's fastdecode tuning (smaller files, 2-3x slower clip decoding)")
     p.add_argument("--min-psnr", type=_positive(float), default=25.0, help="verification threshold (dB)")
@@ -66,8 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"argument --short-side: must be at least 2, got {args.short_side}")
     try:
         check_paths(args.src, args.out)
+    except FileNotFoundError as e:
+        p.error(f"argument SRC: {e}")
     except ValueError as e:
-        p.error(f"argument {'SRC' if 'no such file' in str(e) else '--out'}: {e}")
+        p.error(f"argument --out: {e}")
     return args
 
 

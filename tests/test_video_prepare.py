@@ -260,6 +260,8 @@ def test_bad_arguments_exit_2_with_one_line_before_any_work(tmp_path, capsys):
         (str(src), "--out", str(tmp_path / "o"), "--short-side", "0"): "--short-side",
         (str(src), "--out", str(tmp_path / "o"), "--keyint", "-2"): "--keyint",
         (str(src), "--out", str(tmp_path / "o"), "--crf", "60"): "--crf",
+        (str(src), "--out", str(tmp_path / "o"), "--preset", "quick"): "--preset",
+        (str(src), "--out", str(src / "a" / "x.mp4")): "--out",
     }
     for argv, option in cases.items():
         with pytest.raises(SystemExit) as exit_info:
