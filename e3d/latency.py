@@ -91,7 +91,7 @@ def parse_latency(text: str) -> float:
 
 # -- the blocks of a network ------------------------------------------------------------------------------
 def network_blocks(spec: ArchSpec) -> list[tuple[Key, int]]:
-    """``[(key, count), ...]``: the blocks of ``spec``'s network and how often each occurs, in order.
+    """``[(key, count), ...]``: the distinct blocks of ``spec``'s network and how often each occurs, in order.
 
     Keys: ``("stem", family, out, kt, k, stride, T, H)``; ``("block", family, cin, bottleneck, cout, kt, k,
     stride, T, H_in, se)``; ``("head", cin, out, T, H)``; ``("classifier", cin, hidden, classes, T, H)``,
@@ -111,7 +111,10 @@ def network_blocks(spec: ArchSpec) -> list[tuple[Key, int]]:
                 out.append((("block", fam, cin, b, cin, kt, k, 1, t, h, se), count))
     out.append((("head", cin, spec.head.out, t, h), 1))
     out.append((("classifier", spec.head.out, spec.hidden, spec.num_classes, t, h), 1))
-    return out
+    merged: dict[Key, int] = {}  # two stages can share a key (same widths and size, e.g. E3D-S's 3rd and 4th)
+    for key, count in out:
+        merged[key] = merged.get(key, 0) + count
+    return list(merged.items())
 
 
 def _modules(spec: ArchSpec, model: nn.Module) -> Iterator[tuple[Key, nn.Module, tuple[int, ...]]]:
@@ -472,7 +475,7 @@ class LatencyTable:
         return {"format": FORMAT, "device": self.device_name, "backend": self.backend_name,
                 "torch": torch.__version__, "measurer": self.measurer.settings(), "overhead_ms": self.overhead_ms,
                 "calibration": self.calibration,
-                "entries": {key_to_str(k): round(v, 6) for k, v in sorted(self.entries.items(), key=str)}}
+                "entries": {key_to_str(k): v for k, v in sorted(self.entries.items(), key=str)}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, measurer: Measurer | None = None, **kwargs: Any) -> "LatencyTable":
