@@ -582,6 +582,7 @@ def _run(todo: list[dict], dst: Path, settings: PrepareSettings, num_cpus: float
         if row["source"] not in out:  # the task died (worker crash) twice: report, do not stop
             record = row | {"status": "failed", "kind": "crash", "reason": "task crashed (worker died) twice",
                             "settings": settings.identity(), **_source_id(row["source"])}
+            Path(dst, row["output"] + ".part").unlink(missing_ok=True)
             _save_record(dst, record)
             out[row["source"]] = record
             say(_progress_line(len(out), len(todo), record))
@@ -590,8 +591,8 @@ def _run(todo: list[dict], dst: Path, settings: PrepareSettings, num_cpus: float
 
 def _progress_line(k: int, n: int, r: dict) -> str:
     if r["status"] == "ok":
-        return (f"[{k}/{n}] ok     {r['output']}: {r['frames_out']} frames, {r.get('width_out')}x{r.get('height_out')}, "
-                f"{r['bytes_out'] / 1e6:.2f} MB, {r.get('cpu_seconds', 0):.2f} CPU-s")
+        return (f"[{k}/{n}] ok     {r['output']}: {r['frames_out']} frames, {r['width_out']}x{r['height_out']}, "
+                f"{r['bytes_out'] / 1e6:.2f} MB, {r['cpu_seconds']:.2f} CPU-s")
     return f"[{k}/{n}] FAILED {r['source']} ({r['kind']}): {r['reason']}"
 
 
