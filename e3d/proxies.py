@@ -226,6 +226,17 @@ def synflow_score(model: nn.Module, x: torch.Tensor, cut_points: list[nn.Module]
 
 
 # -- the registered scores (one evaluation per seed) -------------------------------------------------
+@contextlib.contextmanager
+def named_errors(proxy: str, spec: ArchSpec) -> Iterator[None]:
+    """A network that fails to run (e.g. a pooling window larger than its feature map) raises
+    ``ValueError`` naming the proxy and the spec."""
+    try:
+        yield
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{proxy}: spec {spec.name!r} cannot run at {spec.frames}x{spec.size}^2: {first}") from exc
+
+
 def _checked(name: str, spec: ArchSpec, value: float) -> float:
     if math.isnan(value) or value == math.inf:
         raise ValueError(f"{name}: spec {spec.name!r} ({spec.frames}x{spec.size}^2) gave a non-finite score {value}")
@@ -235,7 +246,7 @@ def _checked(name: str, spec: ArchSpec, value: float) -> float:
 @register_score("zen", "Zen-score: log feature change under a 0.01 input perturbation + BN variances, "
                        "Gaussian init (Lin et al. 2021; forward)", kind=FORWARD)
 def zen(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
-    with seeded(seed):
+    with seeded(seed), named_errors("zen", spec):
         model = build(spec, "zen")
         gaussian_init(model)
         value = zen_score(model, model.features, gaussian_clips(spec))
@@ -245,7 +256,7 @@ def zen(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
 @register_score("maedet", "MAE-DET entropy: log std of the final feature map + ln C, Gaussian weights and "
                           "input, BN as identity (Sun et al. 2022; forward)", kind=FORWARD)
 def maedet(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
-    with seeded(seed):
+    with seeded(seed), named_errors("maedet", spec):
         model = build(spec, "maedet")
         gaussian_init(model)
         bn_as_identity(model)
@@ -259,7 +270,7 @@ def naswot(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
     x = torch.as_tensor(batch, dtype=torch.float32)
     if x.dim() != 5 or x.shape[1] != 3 or x.shape[0] < 2:
         raise ValueError(f"naswot: batch must be (B >= 2, 3, T, H, W) clips, got shape {tuple(x.shape)}")
-    with seeded(seed):
+    with seeded(seed), named_errors("naswot", spec):
         model = build(spec, "naswot")
         torch_default_init(model)
         value = log_det(naswot_kernel(model, model.features, x))
@@ -269,7 +280,7 @@ def naswot(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
 @register_score("synflow", "SynFlow: log sum |theta * dR/dtheta| of the sign-linearised network on an "
                            "all-ones clip, BN as identity (Tanaka et al. 2020; forward)", kind=FORWARD)
 def synflow(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
-    with seeded(seed):
+    with seeded(seed), named_errors("synflow", spec):
         model = build(spec, "synflow")
         torch_default_init(model)
         bn_as_identity(model)

@@ -39,6 +39,11 @@ class StageSpec:
     bottleneck: int
     layers: int
     stride: Triple = (1, 1, 1)
+    extra: "Extra" = ()  # family-specific stage fields (its Family.stage_fields), frozen
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A family-specific field of this stage (``extra``), thawed to lists/dicts."""
+        return thaw(dict(self.extra).get(key, default))
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,11 @@ class ArchSpec:
     num_classes: int = DEFAULT_NUM_CLASSES
     sampling_rate: int | None = None
     family: str = "e3d"
+    extra: "Extra" = ()  # family-specific top-level fields (its Family.arch_fields), frozen
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A family-specific top-level field (``extra``), thawed to lists/dicts."""
+        return thaw(dict(self.extra).get(key, default))
 
     # -- conversions ---------------------------------------------------------------------------
     @classmethod
@@ -74,7 +84,7 @@ class ArchSpec:
             "stages": [_stage_dict(s) for s in self.stages],
             "head": _conv_dict(self.head),
             "classifier": {"hidden": self.hidden, "num_classes": self.num_classes},
-        }
+        } | {k: thaw(v) for k, v in self.extra}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -82,7 +92,7 @@ class ArchSpec:
     def key(self) -> tuple:
         """Hashable identity of the architecture (everything but its name)."""
         return (self.family, self.frames, self.size, self.stem, self.stages, self.head, self.hidden,
-                self.num_classes)
+                self.num_classes, self.extra)
 
     # -- convenience ---------------------------------------------------------------------------
     def replace(self, **changes: Any) -> "ArchSpec":
@@ -119,7 +129,34 @@ def _conv_dict(c: ConvSpec) -> dict[str, Any]:
 
 def _stage_dict(s: StageSpec) -> dict[str, Any]:
     return {"kernel": list(s.kernel), "out": s.out, "bottleneck": s.bottleneck,
-            "layers": s.layers, "stride": list(s.stride)}
+            "layers": s.layers, "stride": list(s.stride)} | {k: thaw(v) for k, v in s.extra}
+
+
+# -- family-specific fields: stored frozen (hashable, comparable), read back as JSON values -------------------
+Extra = tuple[tuple[str, Any], ...]
+
+
+def freeze(value: Any) -> Any:
+    """JSON value -> hashable: lists become tuples, objects become ``(("__dict__", ((k, v), ...)),)``."""
+    if isinstance(value, dict):
+        return ("__dict__", tuple(sorted((str(k), freeze(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of :func:`freeze`."""
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "__dict__":
+        return {k: thaw(v) for k, v in value[1]}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def make_extra(fields: dict[str, Any]) -> Extra:
+    """Family-specific fields as stored in a spec (sorted by name, values frozen)."""
+    return tuple(sorted((k, freeze(v)) for k, v in fields.items()))
 
 
 def _expect_mapping(data: Any, where: str, allowed: Iterable[str], required: Iterable[str]) -> dict:
@@ -154,18 +191,25 @@ def _parse_conv(data: Any, where: str) -> ConvSpec:
                     stride=_triple(d.get("stride", [1, 1, 1]), f"{where}.stride"))
 
 
-def _parse_stage(data: Any, where: str) -> StageSpec:
+def _parse_stage(data: Any, where: str, family_fields: tuple[str, ...] = ()) -> StageSpec:
     keys = ("kernel", "out", "bottleneck", "layers", "stride")
-    d = _expect_mapping(data, where, keys, keys[:4])
+    d = _expect_mapping(data, where, keys + family_fields, keys[:4])
     return StageSpec(kernel=_triple(d["kernel"], f"{where}.kernel"), out=_int(d["out"], f"{where}.out"),
                      bottleneck=_int(d["bottleneck"], f"{where}.bottleneck"),
                      layers=_int(d["layers"], f"{where}.layers"),
-                     stride=_triple(d.get("stride", [1, 1, 1]), f"{where}.stride"))
+                     stride=_triple(d.get("stride", [1, 1, 1]), f"{where}.stride"),
+                     extra=make_extra({k: d[k] for k in family_fields if k in d}))
 
 
 def _parse_arch(data: Any, where: str) -> ArchSpec:
-    d = _expect_mapping(data, where, ("name", "family", "input", "stem", "stages", "head", "classifier"),
-                        ("input", "stem", "stages", "head"))
+    from .families import FAMILIES  # noqa: PLC0415 - the families import this module
+
+    family_name = data.get("family", "e3d") if isinstance(data, dict) else "e3d"
+    fam = FAMILIES.get(family_name) if family_name in FAMILIES else None
+    arch_fields = tuple(fam.arch_fields) if fam is not None else ()
+    stage_fields = tuple(fam.stage_fields) if fam is not None else ()
+    d = _expect_mapping(data, where, ("name", "family", "input", "stem", "stages", "head", "classifier")
+                        + arch_fields, ("input", "stem", "stages", "head"))
     name = d.get("name", "unnamed")
     if not isinstance(name, str) or not name:
         raise SpecError(f"{where}.name: expected a non-empty string, got {name!r}")
@@ -186,10 +230,11 @@ def _parse_arch(data: Any, where: str) -> ArchSpec:
         size=_int(inp["size"], f"{where}.input.size"),
         sampling_rate=None if rate is None else _int(rate, f"{where}.input.sampling_rate"),
         stem=_parse_conv(d["stem"], f"{where}.stem"),
-        stages=tuple(_parse_stage(s, f"{where}.stages[{i}]") for i, s in enumerate(stages)),
+        stages=tuple(_parse_stage(s, f"{where}.stages[{i}]", stage_fields) for i, s in enumerate(stages)),
         head=_parse_conv(d["head"], f"{where}.head"),
         hidden=_int(cls.get("hidden", DEFAULT_HIDDEN), f"{where}.classifier.hidden"),
         num_classes=_int(cls.get("num_classes", DEFAULT_NUM_CLASSES), f"{where}.classifier.num_classes"),
+        extra=make_extra({k: d[k] for k in arch_fields if k in d}),
     )
     validate(spec, where)
     return spec

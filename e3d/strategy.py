@@ -164,13 +164,19 @@ class SearchContext:
     """Services the pipeline lends a strategy; every one is optional (``e3d`` alone passes none).
 
     ``evolution_backend``: runs the evolutionary search elsewhere (Ray islands); ``tracking``: where to log
-    (an MLflow child run); ``dataset`` / ``trainer``: for the strategies that train; ``latency``: a
-    spec -> milliseconds predictor for latency budgets; ``progress``: show a progress bar.
+    (a :class:`pipeline.tracking.Tracking` whose parent is the job's run; ``extra["mlflow_run_id"]`` is
+    the search's own run, opened by the job); for the strategies that train: ``dataset`` (a
+    :class:`pipeline.video.formats.VideoDataset`), ``clip`` (a :class:`pipeline.video.clip.ClipConfig`),
+    ``recipe`` (the job's :class:`pipeline.train.recipe.Recipe`, to scale theirs from) and ``trainer``
+    (resource hints); ``latency``: a spec -> milliseconds predictor for latency budgets; ``progress``: show
+    a progress bar.
     """
 
     evolution_backend: Any = None
     tracking: Any = None
     dataset: Any = None
+    clip: Any = None
+    recipe: Any = None
     trainer: Any = None
     latency: Any = None
     progress: bool | None = None
@@ -196,6 +202,8 @@ class SearchStrategy(Protocol):
     # the shared command-line flags it takes, by the option name it gives them, e.g. {"iterations": "samples"}
     # (flags: iterations, population, preset, initial, max_depth, kernels, mutation_probs)
     cli_options: Mapping[str, str]
+    # options that make a smoke-test-sized run (the main job's --quick), e.g. {"samples": 40}
+    quick_options: Mapping[str, Any]
 
     def check(self, request: SearchRequest) -> None:
         """Raise :class:`RequestError` when the request cannot run (unknown or bad options, a budget the

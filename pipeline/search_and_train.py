@@ -132,9 +132,7 @@ class JobResult:
 
 def quick(config: JobConfig) -> JobConfig:
     """A minimal end-to-end run (smoke tests, cluster checks): tiny data, search and training."""
-    takes = get_strategy(config.strategy).cli_options
-    small = {"iterations": 40 if config.strategy == "random" else 400, "population": 16}
-    options = dict(config.request.options) | {takes[k]: v for k, v in small.items() if k in takes}
+    options = dict(config.request.options) | dict(getattr(get_strategy(config.strategy), "quick_options", {}))
     request = replace(config.request, budget=replace(config.request.budget, flops=0.03e9), options=options)
     islands = replace(config.islands, chunk_iterations=100) if config.islands is not None else None
     return replace(config, data=replace(config.data, synthetic={"num_classes": 2, "clips_per_class": 6, "frames": 16,
@@ -168,7 +166,7 @@ def select_candidates(outcome: SearchOutcome, config: JobConfig) -> list[ArchSpe
     return specs
 
 
-def run_search(config: JobConfig, out: Path, tracking: Any, *, num_classes: int, say=print) -> SearchOutcome:
+def run_search(config: JobConfig, out: Path, tracking: Any, dataset: Any, *, say=print) -> SearchOutcome:
     """The search stage: read a finished outcome back, else run (or resume) the strategy and log it."""
     from e3d.search_io import read_outcome, write_outcome
 
@@ -179,14 +177,16 @@ def run_search(config: JobConfig, out: Path, tracking: Any, *, num_classes: int,
         done.extra["resumed"] = True
         return done
     strategy = get_strategy(config.strategy)
-    request = config.search_request(str(search_dir), num_classes)
+    request = config.search_request(str(search_dir), len(dataset.classes))
     b = request.budget
     say(f"[search] {strategy.name} by {request.score}: budget {b.flops / 1e9 if b.flops else math.inf:.3g} GFLOPs, "
         f"{b.layers or 'any'} layers at {request.clip.frames}x{request.clip.size}^2")
     with tracking.run(f"search-{strategy.name}", tags={"e3d.stage": "search", "e3d.strategy": strategy.name}) as run:
         backend = config.islands if strategy.name == "evolution" else None
         context = SearchContext(evolution_backend=backend, tracking=tracking, progress=False,
-                                extra={"mlflow_run_id": run.info.run_id})
+                                extra={"mlflow_run_id": run.info.run_id, "seed": config.seed})
+        if "data" in strategy.needs:  # the strategies that train see the job's data, clip and recipe
+            context.dataset, context.clip, context.recipe = dataset, config.clip, config.recipe
         outcome = strategy.search(request, context)
         files = write_outcome(search_dir, outcome)
         log_outcome(tracking.client(), outcome, request, files)
@@ -260,7 +260,7 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
         child = tracking.child(parent.info.run_id)
 
         # 1. search (any strategy) -> 2. candidates -> 3. training and multi-view evaluation
-        outcome = run_search(config, out, child, num_classes=len(dataset.classes), say=say)
+        outcome = run_search(config, out, child, dataset, say=say)
         specs = select_candidates(outcome, config)
         say("[select] " + ", ".join(f"{s.name} {s.kernel_pattern} depths {list(s.depths)}" for s in specs))
         plan = plan_resources(len(specs), max_concurrent=config.max_concurrent, workers=config.workers,

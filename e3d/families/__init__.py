@@ -32,6 +32,10 @@ class Family:
 
     name: str = ""
     description: str = ""
+    # family-specific JSON fields a spec of this family may carry: top-level and per stage (stored in
+    # ``ArchSpec.extra`` / ``StageSpec.extra``, read with ``spec.get(name)``; check them in ``validate``)
+    arch_fields: tuple[str, ...] = ()
+    stage_fields: tuple[str, ...] = ()
 
     # -- spec ------------------------------------------------------------------------------------------
     def validate(self, spec: "ArchSpec", where: str) -> None:

@@ -71,6 +71,7 @@ class EvolutionStrategy:
     cli_options = {"iterations": "iterations", "population": "population_size", "preset": "preset",
                    "initial": "initial", "max_depth": "max_depth", "kernels": "kernels",
                    "mutation_probs": "mutation_probs"}
+    quick_options = {"iterations": 400, "population_size": 16}
 
     def check(self, request: SearchRequest) -> None:
         check_known_options(self.name, request.options, OPTIONS)

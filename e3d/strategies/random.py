@@ -140,6 +140,7 @@ class RandomSearch:
     needs = CPU_ONLY
     cli_options = {"iterations": "samples", "preset": "preset", "initial": "initial", "max_depth": "max_depth",
                    "kernels": "kernels"}
+    quick_options = {"samples": 40}
 
     def check(self, request: SearchRequest) -> None:
         options = request.options
