@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from e3d import zoo  # noqa: E402
 from pipeline.tracking import PARENT_TAG, Tracking  # noqa: E402
-from pipeline.train import Recipe, TensorSource, plan_resources, train_one  # noqa: E402
+from pipeline.train import Recipe, TensorSource, build_trainer, plan_resources, train_one  # noqa: E402
 from pipeline.train.checkpoint import load_state  # noqa: E402
 
 SPEC = zoo.get("E3D-init-S")  # trained at the data's 4 x 32 x 32
@@ -123,3 +123,22 @@ def test_resume_continues_from_last_checkpoint(first, source):
     assert run.data.params["recipe.epochs"] == "2" and run.data.tags["changed.recipe.epochs"] == "3"
     assert run.data.tags[PARENT_TAG] == new_parent and run.data.tags["e3d.previous_parent_run"] == first_parent
     assert load_state(r2.checkpoint)["scheduler"]["last_epoch"] == 24
+
+
+def test_build_trainer_runs_any_loop_function(ray_cluster, source, tmp_path):
+    """The Ray Train plumbing without the candidate loop: what a supernet search reuses with its own loop."""
+    def count_rows(config):  # nested: pickled by value to the worker
+        import json as _json
+        from pathlib import Path as _Path
+
+        import ray.train
+
+        rows = sum(len(b["label"]) for b in ray.train.get_dataset_shard("train").iter_batches(batch_size=16))
+        _Path(config["out"]).write_text(_json.dumps({"rows": rows, "world": ray.train.get_context().get_world_size()}))
+
+    out = tmp_path / "rows.json"
+    trainer = build_trainer(loop_config={"out": str(out)}, datasets={"train": source.train(), "val": None},
+                            plan=plan_resources(1), run_name="custom-loop", storage_path=tmp_path / "train",
+                            train_loop_per_worker=count_rows)
+    assert trainer.fit().error is None
+    assert json.loads(out.read_text()) == {"rows": 64, "world": 1}
