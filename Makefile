@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[ray,dev]" --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[ray,export,dev]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
 demo: $(STAMP)
