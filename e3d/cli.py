@@ -5,6 +5,8 @@
     e3d zoo                                 list the zoo;  e3d zoo NAME  prints the spec JSON
     e3d strategies | scores | families      the registered names, one per line, with a description
     e3d search --preset S --out DIR         search with any strategy (see ``e3d search --help``)
+    e3d export SPEC|--zoo NAME|RUN --onnx F  ONNX (checked against PyTorch with onnxruntime) and its latency
+    e3d latency SPEC|--zoo NAME              predicted (per-block table) and measured latency
 
 Bad input exits with status 2 and a one-line message on stderr.
 """
@@ -104,12 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .search_cli import add_search_parser  # noqa: PLC0415
 
     add_search_parser(sub)
-    try:
-        from .export_cli import add_export_parser  # noqa: PLC0415
-    except ImportError:  # onnx / onnxruntime are an optional part of the install
-        pass
-    else:
-        add_export_parser(sub)
+    from .export_cli import add_export_parser, add_latency_parser  # noqa: PLC0415 - onnx imported when run
+
+    add_export_parser(sub)
+    add_latency_parser(sub)
     return parser
 
 
