@@ -20,11 +20,10 @@ from e3d.spec import ArchSpec
 
 from . import checkpoint as ck
 from .callbacks import ProgressBar, RoundFunction, RoundInfo, SearchCallback
-from .driver import DistributedResult, IslandDriver, merge_population
-from .plan import IslandSettings, island_seed, island_sizes, migrates_after, plan_rounds, round_iterations
+from .driver import DistributedResult, IslandDriver
+from .plan import IslandSettings, plan_rounds
 
-__all__ = ["run_distributed_search", "DistributedResult", "IslandSettings", "RoundInfo", "merge_population",
-           "island_seed", "island_sizes", "plan_rounds", "round_iterations", "migrates_after"]
+__all__ = ["run_distributed_search"]
 
 
 def run_distributed_search(
