@@ -292,3 +292,21 @@ def option_for(field_name: str) -> str:
                     return STRATEGY_FLAGS[key]
         return f"--set {name}"
     return field_name
+
+
+def defaults_from_config(path: str) -> dict[str, Any]:
+    """Command-line defaults from a ``SearchConfig`` JSON (a search's ``config.json``, Tune's
+    ``best_config.json``): ``parser.set_defaults(**defaults_from_config(path))``, then parse again so the
+    options given on the command line override it."""
+    from .evolution import SearchConfig  # noqa: PLC0415
+    from .space import SpaceSettings  # noqa: PLC0415
+
+    with open(path) as fh:
+        data = json.load(fh)
+    known = set(SearchConfig.__dataclass_fields__) | set(SpaceSettings.__dataclass_fields__)
+    c = SearchConfig.from_dict({k: v for k, v in data.items() if k in known})
+    space = {k: v for k, v in c.space_settings.to_dict().items() if v != getattr(SpaceSettings(), k)}
+    return {"budget_flops": c.budget_flops, "budget_params": c.budget_params, "max_layers": c.max_layers or 0,
+            "population": c.population_size, "iterations": c.iterations, "seed": c.seed, "score": c.score,
+            "preset": c.preset, "initial": c.initial, "frames": c.frames, "size": c.size,
+            "strategy_options": [("chunk", c.chunk)] + sorted(space.items())}
