@@ -45,7 +45,7 @@ def add_data_options(parser: argparse.ArgumentParser, defaults: SearchDefaults =
                                                   "default: a generated synthetic motion dataset")
     g.add_argument("--format", dest="data_format", choices=FORMATS, help="dataset format (default: detected)")
     g.add_argument("--train-scale", type=positive_int, nargs=2, metavar=("LOW", "HIGH"),
-                   help="short-side scale jitter in training (default: 8/7 to 10/7 of --size; demo: size to 9/8)")
+                   help="short-side scale jitter in training (default: --size to 1.15 x --size)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips in training (default: on for --data, off for the synthetic data; "
                         "use --no-hflip for direction-sensitive classes such as Something-Something)")
@@ -211,18 +211,20 @@ def check_out(parser: argparse.ArgumentParser, out: str) -> Path:
     return path
 
 
-def train_scale(args: argparse.Namespace, size: int, *, demo: bool) -> tuple[int, int]:
+def train_scale(args: argparse.Namespace, size: int) -> tuple[int, int]:
+    """``--train-scale``, else short sides from ``size`` to ``1.15 * size`` (the main job's jitter since its
+    first release: run directories written before keep resuming; pass 256 320 for Kinetics-style 224 crops)."""
     if args.train_scale:
         lo, hi = args.train_scale
         return lo, hi
-    return (size, round(size * 9 / 8)) if demo else (round(size * 8 / 7), round(size * 10 / 7))
+    return size, int(size * 1.15)
 
 
 def check_clip(parser: argparse.ArgumentParser, args: argparse.Namespace, clip_shape: Any, *, demo: bool) -> Any:
     """The :class:`pipeline.video.ray_data.ClipConfig` of the options."""
     from pipeline.video.clip import ClipConfig  # noqa: PLC0415
 
-    lo, hi = train_scale(args, clip_shape.size, demo=demo)
+    lo, hi = train_scale(args, clip_shape.size)
     try:
         return ClipConfig(frames=clip_shape.frames, sampling_rate=clip_shape.sampling_rate or 4, size=clip_shape.size,
                           train_scale=(lo, hi), hflip=args.hflip if args.hflip is not None else not demo)

@@ -58,7 +58,7 @@ def demo_request(strategy: str = "evolution") -> SearchRequest:
 
 def demo_clip() -> ClipConfig:
     return ClipConfig(frames=DEMO.frames, sampling_rate=DEMO.sampling_rate or 4, size=DEMO.size,
-                      train_scale=(DEMO.size, round(DEMO.size * 9 / 8)), hflip=False)
+                      train_scale=(DEMO.size, int(DEMO.size * 1.15)), hflip=False)
 
 
 def demo_recipe() -> Recipe:
@@ -137,7 +137,7 @@ def quick(config: JobConfig) -> JobConfig:
     islands = replace(config.islands, chunk_iterations=100) if config.islands is not None else None
     return replace(config, data=replace(config.data, synthetic={"num_classes": 2, "clips_per_class": 6, "frames": 16,
                                                                 "size": 48}),
-                   clip=replace(config.clip, frames=8, size=40, sampling_rate=2, train_scale=(40, 45)),
+                   clip=replace(config.clip, frames=8, size=40, sampling_rate=2, train_scale=(40, 46)),
                    recipe=config.recipe.scaled(epochs=1, lr=0.02, batch_size=4), eval_clips=1,
                    selection=replace(config.selection, top_k=1), request=request, islands=islands, log_model=False)
 

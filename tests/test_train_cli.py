@@ -55,7 +55,7 @@ def test_options_override_the_paper_recipe(job):
     assert recipe.lr_for(2) == pytest.approx(0.4 * 32 / 128)  # linear scaling from Table 10's K400 column
     assert recipe.warmup_epochs == 3
     assert recipe.label_smoothing == 0.1 and recipe.amp is False and recipe.init == "model"
-    assert (clip.frames, clip.size, clip.sampling_rate, clip.train_scale, clip.hflip) == (13, 160, 6, (183, 229), True)
+    assert (clip.frames, clip.size, clip.sampling_rate, clip.train_scale, clip.hflip) == (13, 160, 6, (160, 184), True)
 
 
 def test_bad_spec_exits_with_status_2(job, tmp_path, capsys):
