@@ -148,3 +148,39 @@ def resolve_specs(items: Sequence[str]) -> list[ArchSpec]:
             except KeyError as exc:
                 raise SpecError(f"{item!r} is neither a spec file nor a zoo entry ({exc.args[0]})") from None
     return specs
+
+
+# -- two-stream nets (family "twostream", Auto-TSNet's space; docs/parsec.md): hand-made, not searched --------
+def two_stream(name: str, frames: int, size: int, alpha: int, sparse: Sequence[tuple], dense: Sequence[tuple],
+               fusion: Sequence[str], *, stem: int = 24, dense_stem: int = 8, head: int = 432,
+               num_classes: int = 400) -> ArchSpec:
+    """A ``twostream`` spec from ``(kernel, out, bottleneck, layers)`` tuples per stream (every stage strided 2)."""
+    from .spec import make_extra  # noqa: PLC0415
+
+    return ArchSpec(
+        name=name, family="twostream", frames=frames, size=size,
+        stem=ConvSpec(kernel=K133, out=stem, stride=(1, 2, 2)),
+        stages=tuple(StageSpec(kernel=k, out=o, bottleneck=b, layers=n, stride=(1, 2, 2)) for k, o, b, n in sparse),
+        head=ConvSpec(kernel=(1, 1, 1), out=head), num_classes=num_classes,
+        extra=make_extra({"alpha": alpha, "fusion": list(fusion),
+                          "dense": {"stem": {"kernel": list(K133), "out": dense_stem},
+                                    "stages": [{"kernel": list(k), "out": o, "bottleneck": b, "layers": n}
+                                               for k, o, b, n in dense]}}))
+
+
+_TS_FUSION = ("tconv", "t2c", "tsample", "tconv")
+
+
+@register("TS-S", "two-stream net (hand-made): X3D-like sparse stream on 4 of 16 frames, 1/4-wide dense stream, "
+                  "0.59 GFLOPs at 16x160^2")
+def two_stream_s() -> ArchSpec:
+    return two_stream("TS-S", 16, 160, 4, [(K155, 24, 54, 2), (K333, 48, 108, 4), (K333, 96, 216, 8),
+                                           (K333, 192, 432, 4)],
+                      [(K333, 8, 24, 1), (K333, 16, 40, 2), (K333, 24, 56, 3), (K333, 48, 112, 2)], _TS_FUSION)
+
+
+@register("TS-M", "two-stream net (hand-made): X3D-S depths on the sparse stream, 1.57 GFLOPs at 16x224^2")
+def two_stream_m() -> ArchSpec:
+    return two_stream("TS-M", 16, 224, 4, [(K155, 24, 54, 3), (K333, 48, 108, 5), (K333, 96, 216, 11),
+                                           (K333, 192, 432, 7)],
+                      [(K333, 8, 24, 2), (K333, 16, 40, 3), (K333, 24, 56, 5), (K333, 48, 112, 3)], _TS_FUSION)
