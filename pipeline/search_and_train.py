@@ -204,7 +204,7 @@ def log_outcome(mlflow: Any, outcome: SearchOutcome, request: SearchRequest, fil
               "max_layers": request.budget.layers or "none", "clip": f"{request.clip.frames}x{request.clip.size}^2"}
     params |= {f"option.{k}": json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
                for k, v in request.options.items()}
-    params |= {f"best.{k}": v for k, v in spec_params(outcome.best.spec).items()}
+    params |= spec_params(outcome.best.spec)  # the candidate runs' names: the comparison views line them up
     mlflow.log_params(params)
     for i, row in enumerate(outcome.history):
         step = int(row.get("total_iterations", row.get("step", i + 1)))
@@ -216,6 +216,19 @@ def log_outcome(mlflow: Any, outcome: SearchOutcome, request: SearchRequest, fil
                        | ({"search_cpu_s": outcome.cpu_s} if outcome.cpu_s is not None else {}))
     for path in files.values():
         mlflow.log_artifact(str(path), artifact_path="search")
+
+
+def register_best(results: list[Any], tracking: Any, config: JobConfig) -> str | None:
+    """Register the best trained candidate (multi-view top-1) in the model registry, alias ``champion``:
+    ``models:/<experiment>@champion``. None when no candidate logged a model."""
+    from pipeline.tracking import register_champion
+
+    ok = sorted((r for r in results if r.ok and getattr(r, "mlflow_run_id", None)), key=lambda r: -r.mv_top1)
+    for r in ok:
+        version = register_champion(tracking, r.mlflow_run_id, config.experiment)
+        if version is not None:
+            return f"{config.experiment} v{version} ({r.name}) as @champion"
+    return None
 
 
 def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
@@ -241,7 +254,7 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     dataset = load_data(config.data, out, seed=config.seed)
     say(f"[data] {len(dataset.classes)} classes, {len(dataset.train)} train / {len(dataset.val)} val videos")
 
-    with tracking.run("search_and_train", run_id=state.get("parent_run_id")) as parent:
+    with tracking.run("search_and_train", run_id=state.get("parent_run_id"), system_metrics=True) as parent:
         state["parent_run_id"] = parent.info.run_id
         state_path.write_text(json.dumps(state))
         mlflow = tracking.client()
@@ -274,6 +287,10 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
         for r in results:
             if r.ok:
                 mlflow.log_metric(f"{r.name}_mv_top1", r.mv_top1)
+        champion = register_best(results, tracking, config) if config.log_model else None
+        if champion:
+            mlflow.set_tag("e3d.champion", champion)
+            say(f"[mlflow] registered {champion}")
         result = JobResult(best_spec=outcome.best.spec, outcome=outcome, candidates=results,
                            search_summary=outcome.summary(), table=table, tracking_uri=tracking.tracking_uri,
                            parent_run_id=parent.info.run_id, out_dir=str(out), wall_s=time.time() - start)

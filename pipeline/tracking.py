@@ -28,6 +28,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +71,9 @@ class Tracking:
         if exp is not None:
             return exp.experiment_id
         try:
-            return mlflow.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
+            # a model-training experiment: the UI opens on its runs, not on the GenAI traces overview
+            return mlflow.create_experiment(self.experiment_name, artifact_location=self.artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
         except Exception:  # created concurrently by another worker
             exp = mlflow.get_experiment_by_name(self.experiment_name)
             if exp is None:
@@ -87,13 +90,15 @@ class Tracking:
         return tags
 
     @contextlib.contextmanager
-    def run(self, run_name: str, *, run_id: str | None = None, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-        """Start (or, given ``run_id``, resume) a run, nested under ``parent_run_id`` when set."""
+    def run(self, run_name: str, *, run_id: str | None = None, tags: Mapping[str, str] | None = None,
+            system_metrics: bool = False) -> Iterator[Any]:
+        """Start (or, given ``run_id``, resume) a run, nested under ``parent_run_id`` when set.
+        ``system_metrics``: sample this machine's CPU, memory (and GPU, with ``nvidia-ml-py``) into the run."""
         mlflow = self.client()
         experiment_id = self.experiment_id()
         with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=experiment_id,
-                              tags=None if run_id else self.tags(tags),
-                              nested=mlflow.active_run() is not None) as active:
+                              tags=None if run_id else self.tags(tags), nested=mlflow.active_run() is not None,
+                              log_system_metrics=system_metrics or None) as active:
             yield active
 
     def as_dict(self) -> dict[str, Any]:
@@ -332,13 +337,19 @@ class CandidateRun:
 
         from pipeline.train.checkpoint import model_from_checkpoint
 
+        import numpy as np
+
         model, state = model_from_checkpoint(checkpoint_dir)
+        spec = state["spec"]
+        frames, size = spec["input"]["frames"], spec["input"]["size"]
         mlflow.set_tracking_uri(self.tracking.tracking_uri)
         with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-            # pickle format: MLflow 3's default 'pt2' (torch.export) needs an input example and re-traces the net
-            mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+            # 'pt2' (torch.export): a safe format, no pickled code; an example batch of 2 keeps the batch
+            # dimension dynamic (torch.export specialises size-1 dimensions)
+            mlflow.pytorch.log_model(model.eval(), name="model", serialization_format="pt2",
+                                     input_example=np.zeros((2, 3, frames, size, size), np.float32),
                                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "e3d-ray"],
-                                     metadata={"spec": json.dumps(state["spec"]), "epoch": state["epoch"]})
+                                     metadata={"spec": json.dumps(spec), "epoch": state["epoch"]})
 
     def _has_current_model(self, result: Any) -> bool:
         """Whether a resumed run that trained nothing new already has its final model logged."""
@@ -400,3 +411,21 @@ class WorkerMetricsLogger:
             self._client.log_batch(self.run_id, metrics=batch)
         except Exception as exc:  # tracking must never kill training
             log.warning("[train] MLflow logging failed (%r); continuing", exc)
+
+
+def register_champion(tracking: Tracking, run_id: str, model_name: str, *, alias: str = "champion") -> int | None:
+    """Register the model logged by candidate run ``run_id`` as a new version of ``model_name`` and point
+    ``alias`` at it; the version, or None when that run logged no model."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    client = MlflowClient(tracking.tracking_uri)
+    run = client.get_run(run_id)
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    if not models:
+        return None
+    version = mlflow.register_model(models[0].model_uri, model_name)
+    client.set_registered_model_alias(model_name, alias, version.version)
+    return int(version.version)
