@@ -139,3 +139,11 @@ def test_unbuildable_spec_named(monkeypatch):
     monkeypatch.setattr(proxies, "build_model", broken)
     with pytest.raises(ValueError, match=r"zen: cannot build spec 'plain-8'.*no such block"):
         get_score("zen")(plain(8))
+
+
+def test_network_that_cannot_run_named():
+    """A pooling shortcut on a map smaller than its window fails inside torch: the error names the spec."""
+    spec = zoo.make("tiny-map", (4, 32, None), [(K333, 16, 32, 1, 2)] * 3 + [(K333, 16, 32, 1, 1), (K333, 16, 32, 1, 2)])
+    for name in ("zen", "maedet", "synflow"):
+        with pytest.raises(ValueError, match=rf"{name}: spec 'tiny-map' cannot run at 4x32\^2"):
+            get_score(name)(spec)
