@@ -184,3 +184,21 @@ def two_stream_m() -> ArchSpec:
     return two_stream("TS-M", 16, 224, 4, [(K155, 24, 54, 3), (K333, 48, 108, 5), (K333, 96, 216, 11),
                                            (K333, 192, 432, 7)],
                       [(K333, 8, 24, 2), (K333, 16, 40, 3), (K333, 24, 56, 5), (K333, 48, 112, 3)], _TS_FUSION)
+
+
+# -- DNAS-K400: Zhou et al. 2021 (ACML), Table 3 (family "r2plus1d"; docs/dnas.md) ----------------------------
+# stage: (width, temporal dilation of each stack layer, spatial stride); the stem (stage 1) is 32 wide, stride 2
+_DNAS_K400 = ((64, (), 2), (96, (), 2), (160, (4, 4, 4, 1, 1, 4), 2), (224, (2, 4), 2), (288, (2, 2, 1), 1),
+              (512, (2,), 1))
+
+
+@register("DNAS-K400", "Zhou et al. 2021 Table 3: the (2+1)D network searched on Kinetics-400, 16x224^2 "
+                       "(19.2 GFLOPs here vs 15.78 printed; docs/dnas.md)")
+def dnas_k400() -> ArchSpec:
+    from .spec import make_extra  # noqa: PLC0415
+
+    stages = tuple(StageSpec(kernel=K333, out=w, bottleneck=w, layers=1 + len(d), stride=(1, s, s),
+                             extra=make_extra({"dilations": list(d)})) for w, d, s in _DNAS_K400)
+    return ArchSpec(name="DNAS-K400", family="r2plus1d", frames=16, size=224, sampling_rate=1,
+                    stem=ConvSpec(kernel=(3, 7, 7), out=32, stride=(1, 2, 2)), stages=stages,
+                    head=ConvSpec(kernel=(1, 1, 1), out=512), hidden=2048, num_classes=400)

@@ -1,0 +1,327 @@
+"""``search_loop_per_worker``: the supernet search every Ray Train worker runs (Sec. 3.3, Appendix A).
+
+    state = setup(config)                          # supernet, alpha/beta, both optimizers; resume from the checkpoint
+    for epoch in range(state.start_epoch, epochs):
+        for each batch of the weight part:         # equal shards: every worker takes the same number of steps
+            if epoch >= warmup_epochs:             # architecture step on the next batch of the architecture part
+                arch_step(...)                     # Adam on alpha, beta: CE + lam * log_k(E[FLOPs])   (Eq. 5)
+            weight_step(...)                       # SGD on the weights: CE, cosine schedule
+        monitor(...)                               # the relaxed supernet on the monitoring part
+        report(...)                                # metrics + checkpoint (weights, alpha, beta, optimizers), every epoch
+    report(final)
+
+DDP: the supernet is wrapped by ``ray.train.torch.prepare_model`` (NCCL on GPUs, gloo on CPUs); alpha and beta
+are not part of it: an architecture step runs the forward under ``no_sync`` and takes ``torch.autograd.grad``
+with respect to alpha and beta only, then all-reduces those gradients itself. The architecture part is split
+unevenly by Ray Data, so every step the workers agree (all-reduce MIN) whether each still has a batch; once one
+runs out the epoch's remaining steps train the weights only.
+
+``config``: ``space`` (``DnasSpace.to_dict()``), ``settings`` (``DnasSettings.to_dict()``), ``steps_per_epoch``,
+``seed``, ``torch_threads``, ``callbacks`` (loop callbacks as in :mod:`pipeline.train.callbacks`: ``on_start``,
+``on_step``, ``on_epoch_end``, ``on_evaluation``; MLflow logging, fault injection).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from e3d.cost import cost
+from e3d.dnas import DnasSpace, derive, expected_flops
+from pipeline.train.checkpoint import load_state, save_state
+from pipeline.train.evaluate import Meter, all_reduce_meter
+
+from .supernet import ArchParams, ExpectedFlops, SuperNet, cost_penalty
+
+log = logging.getLogger("pipeline.dnas")
+
+
+@dataclass
+class SearchState:
+    """What one worker searches with. ``history`` holds every finished epoch's metrics (all sessions)."""
+
+    space: DnasSpace
+    settings: dict[str, Any]
+    device: torch.device
+    rank: int
+    world: int
+    model: nn.Module          # the supernet, DDP-wrapped when world > 1
+    arch: ArchParams
+    flops: ExpectedFlops
+    w_opt: torch.optim.Optimizer
+    a_opt: torch.optim.Optimizer
+    scheduler: Any
+    autocast: Any
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def core(self) -> SuperNet:
+        m = self.model
+        return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {"supernet": self.core.state_dict(), "arch": self.arch.state_dict(), "w_opt": self.w_opt.state_dict(),
+                "a_opt": self.a_opt.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": epoch,
+                "history": self.history, "space": self.space.to_dict(), "settings": self.settings,
+                "arch_weights": self.arch.as_lists()}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.core.load_state_dict(saved["supernet"])
+        self.arch.load_state_dict(saved["arch"])
+        self.w_opt.load_state_dict(saved["w_opt"])
+        self.a_opt.load_state_dict(saved["a_opt"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.start_epoch, self.history = int(saved["epoch"]), list(saved["history"])
+
+
+def cosine_factor(step: int, total: int, floor: float) -> float:
+    """``lr(step) / lr``: a half cosine from 1 to ``floor`` over ``total`` steps (Appendix A: 0.02 -> 1e-4)."""
+    t = min(max(step / max(1, total), 0.0), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def setup(config: dict[str, Any]) -> SearchState:
+    """Supernet (same seed on every rank), architecture parameters, optimizers; resume from Train's checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    space, s = DnasSpace.from_dict(config["space"]), dict(config["settings"])
+    if config.get("torch_threads"):
+        torch.set_num_threads(int(config["torch_threads"]))
+    torch.manual_seed(int(config.get("seed", 0)))
+    device = ray.train.torch.get_device()
+    net = SuperNet(space, dropout=float(s["dropout"]))
+    model = ray.train.torch.prepare_model(net)  # to the device; DDP when world > 1
+    arch = ArchParams(space).to(device)
+    flops = ExpectedFlops(space).to(device)
+    w_opt = torch.optim.SGD(net.parameters(), lr=float(s["lr"]), momentum=float(s["momentum"]),
+                            weight_decay=float(s["weight_decay"]))
+    a_opt = torch.optim.Adam(arch.parameters(), lr=float(s["arch_lr"]), betas=(0.5, 0.999),
+                             weight_decay=float(s["arch_weight_decay"]))
+    total = int(s["epochs"]) * int(config["steps_per_epoch"])
+    floor = min(1.0, float(s["min_lr"]) / float(s["lr"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(w_opt, lambda it: cosine_factor(it, total, floor))
+    autocast = contextlib.nullcontext
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+    state = SearchState(space, s, device, rank, world, model, arch, flops, w_opt, a_opt, scheduler, autocast)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state.load_state_dict(load_state(d, map_location=device))
+        if rank == 0:
+            log.info(f"[dnas] resumed from the checkpoint of epoch {state.start_epoch}/{s['epochs']}")
+    return state
+
+
+# -- batches ---------------------------------------------------------------------------------------------
+def batches(shard: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(clips, labels)`` numpy batches of a dataset shard as tensors (copied: Ray's arrays are read-only)."""
+    if shard is None:
+        return
+    for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
+        yield torch.from_numpy(np.array(b["clip"], dtype=np.float32)), torch.from_numpy(np.array(b["label"])).long()
+
+
+def agree(flag: bool, state: SearchState) -> bool:
+    """True when ``flag`` holds on every worker."""
+    if state.world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0], device=state.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _no_sync(model: nn.Module):
+    return model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
+
+
+# -- the two steps -------------------------------------------------------------------------------------
+def arch_step(state: SearchState, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> dict[str, float]:
+    """One Adam step on alpha and beta: ``CE(val batch) + lam * log_k(E[FLOPs])`` (Eq. 5), weights fixed."""
+    s = state.settings
+    alpha_w, beta_w = state.arch.weights()
+    with _no_sync(state.model), state.autocast():
+        logits = state.model(x, alpha_w, beta_w)
+    ce = F.cross_entropy(logits.float(), y)
+    flops = state.flops(alpha_w, beta_w)
+    loss = ce + cost_penalty(flops, float(s["lam"]), float(s["log_base"]))
+    params = list(state.arch.parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if state.world > 1:
+        import torch.distributed as dist
+
+        flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+        dist.all_reduce(flat)
+        flat /= state.world
+        out, k = [], 0
+        for p in params:
+            out.append(flat[k:k + p.numel()].view_as(p))
+            k += p.numel()
+        grads = tuple(out)
+    state.a_opt.zero_grad(set_to_none=True)
+    for p, g in zip(params, grads):
+        p.grad = None if g is None else g.detach().to(p.dtype)
+    state.a_opt.step()
+    meter.update(logits, y, float(ce.detach()) * y.numel())
+    return {"arch_loss": float(loss.detach()), "expected_flops": float(flops.detach())}
+
+
+def weight_step(state: SearchState, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
+    """One SGD step on the supernet's weights with alpha and beta fixed (cross-entropy only: the cost term
+    does not depend on the weights)."""
+    with torch.no_grad():
+        alpha_w, beta_w = state.arch.weights()
+    with state.autocast():
+        logits = state.model(x, alpha_w, beta_w)
+    loss = F.cross_entropy(logits.float(), y)
+    state.w_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if state.settings.get("grad_clip"):
+        nn.utils.clip_grad_norm_(state.core.parameters(), float(state.settings["grad_clip"]))
+    state.w_opt.step()
+    state.scheduler.step()
+    meter.update(logits, y, float(loss.detach()) * y.numel())
+
+
+def search_epoch(state: SearchState, train: Any, arch: Any, epoch: int, callbacks=()) -> dict[str, Any]:
+    """One epoch: architecture + weight steps (weights only during the warm-up)."""
+    s = state.settings
+    bs, searching = int(s["batch_size"]), epoch >= int(s["warmup_epochs"])
+    state.model.train()
+    w_meter, a_meter = Meter(), Meter()
+    arch_iter = batches(arch, bs) if searching else None
+    arch_losses, steps, arch_steps = [], 0, 0
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for x, y in batches(train, bs):
+        x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
+        if arch_iter is not None:
+            nxt = next(arch_iter, None)
+            if agree(nxt is not None, state):
+                ax, ay = nxt
+                arch_losses.append(arch_step(state, ax.to(state.device), ay.to(state.device), a_meter)["arch_loss"])
+                arch_steps += 1
+            else:
+                for _ in arch_iter:  # drain: the next epoch's pass must start from a finished one
+                    pass
+                arch_iter = None
+        weight_step(state, x, y, w_meter)
+        steps += 1
+        for cb in callbacks:
+            cb.on_step(state, epoch, None)
+    if arch_iter is not None:
+        for _ in arch_iter:
+            pass
+    train_m = all_reduce_meter(w_meter, state.device)
+    arch_m = all_reduce_meter(a_meter, state.device)
+    out = {"epoch": epoch + 1, "phase": "search" if searching else "warmup", "session_start_epoch": state.start_epoch,
+           "lr": state.w_opt.param_groups[0]["lr"], "steps": steps, "arch_steps": arch_steps,
+           "train_time_s": time.perf_counter() - t0}
+    out |= {k: v for k, v in train_m.summary("train").items() if k != "train_top5"}
+    if arch_steps:
+        out |= {"arch_ce": arch_m.loss_sum / max(arch_m.count, 1), "arch_top1": 100 * arch_m.top1 / max(arch_m.count, 1),
+                "arch_loss": float(np.mean(arch_losses))}
+    out["cpu_s"] = _sum_over_workers(time.process_time() - cpu0, state)
+    return out
+
+
+@torch.no_grad()
+def monitor(state: SearchState, shard: Any) -> dict[str, Any]:
+    """The relaxed supernet on the monitoring part (Appendix A's "inference" set), summed over workers."""
+    if shard is None:
+        return {}
+    core, meter = state.core, Meter()
+    core.eval()
+    alpha_w, beta_w = state.arch.weights()
+    for x, y in batches(shard, int(state.settings["batch_size"])):
+        x, y = x.to(state.device), y.to(state.device)
+        with state.autocast():
+            logits = core(x, alpha_w, beta_w).float()
+        meter.update(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
+    m = all_reduce_meter(meter, state.device)
+    return {k: v for k, v in m.summary("monitor").items() if k != "monitor_top5"}
+
+
+def architecture_metrics(state: SearchState) -> dict[str, Any]:
+    """Expected FLOPs (Eq. 4), the derived network's exact cost and shape, the weights as JSON."""
+    alpha, beta = state.arch.as_lists()
+    best = derive(state.space, alpha, beta, k=1, path_score=str(state.settings["path_score"]))[0]
+    c = cost(best.spec)
+    return {"expected_gflops": expected_flops(state.space, alpha, beta) / 1e9, "derived_gflops": c.flops / 1e9,
+            "derived_mparams": c.params / 1e6, "derived_log_prob": best.log_prob,
+            "derived_widths": "-".join(map(str, best.spec.widths)),
+            "derived_depths": "-".join(str(d - 1) for d in best.spec.depths),
+            "derived_dilations": "|".join(",".join(map(str, st.get("dilations"))) for st in best.spec.stages),
+            "alpha_json": json.dumps(alpha), "beta_json": json.dumps(beta)}
+
+
+def _sum_over_workers(value: float, state: SearchState) -> float:
+    if state.world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=state.device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def report(state: SearchState, metrics: dict[str, Any], epoch: int, name: str) -> None:
+    """``ray.train.report`` the numeric metrics with a checkpoint written by rank 0."""
+    import ray.train
+
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if state.rank == 0:
+            save_state(tmp, state.state_dict(epoch), numeric)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(numeric, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+
+def _shard(name: str) -> Any:
+    import ray.train
+
+    try:
+        return ray.train.get_dataset_shard(name)
+    except (KeyError, ValueError):
+        return None
+
+
+def search_loop_per_worker(config: dict[str, Any]) -> None:
+    callbacks = list(config.get("callbacks") or [])
+    state = setup(config)
+    train, arch, mon = _shard("train"), _shard("arch"), _shard("monitor")
+    epochs = int(state.settings["epochs"])
+    for cb in callbacks:
+        cb.on_start(state)
+    for epoch in range(state.start_epoch, epochs):
+        t0 = time.perf_counter()
+        metrics = search_epoch(state, train, arch, epoch, callbacks)
+        metrics |= monitor(state, mon)
+        metrics |= architecture_metrics(state)
+        metrics["epoch_time_s"] = time.perf_counter() - t0
+        state.history.append(metrics)
+        for cb in callbacks:
+            cb.on_epoch_end(state, metrics)
+        if state.rank == 0:
+            log.info(f"[dnas] epoch {epoch + 1}/{epochs} ({metrics['phase']}): train_loss={metrics['train_loss']:.4g} "
+                     f"expected={metrics['expected_gflops']:.4g}G derived={metrics['derived_gflops']:.4g}G "
+                     f"widths {metrics['derived_widths']} stack {metrics['derived_depths']}")
+        report(state, metrics, epoch + 1, f"epoch_{epoch + 1:04d}")
+    final = dict(state.history[-1]) if state.history else {}
+    report(state, final | {"is_final": 1}, epochs, f"final_{epochs:04d}_{time.strftime('%Y%m%d-%H%M%S')}")
