@@ -98,9 +98,16 @@ def test_mlflow_child_run(first):
     mlflow.set_tracking_uri(tracking.tracking_uri)
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert [m.source_run_id for m in models] == [r.mlflow_run_id]
-    net = mlflow.pytorch.load_model(models[0].model_uri).eval()
+    net = mlflow.pytorch.load_model(models[0].model_uri)  # a torch.export program, already in inference mode
     with torch.no_grad():
         assert net(torch.randn(2, 3, 4, 32, 32)).shape == (2, 4)
+        assert net(torch.randn(3, 3, 4, 32, 32)).shape == (3, 4)  # pt2 with a dynamic batch dimension
+    from pipeline.tracking import register_champion
+
+    assert register_champion(tracking, r.mlflow_run_id, "tiny-model") == 1
+    champion = mlflow.pytorch.load_model("models:/tiny-model@champion")
+    with torch.no_grad():
+        assert champion(torch.randn(1, 3, 4, 32, 32)).shape == (1, 4)
 
 
 def test_resume_continues_from_last_checkpoint(first, source):
