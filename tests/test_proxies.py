@@ -122,9 +122,10 @@ def test_seeded_deterministic_and_repeats(name):
     spec = zoo.get("E3D-S").with_input(*SMALL)
     batch = torch.randn(4, 3, SMALL[0], SMALL[1], SMALL[1], generator=torch.Generator().manual_seed(0))
     score = get_score(name)
-    state = torch.random.get_rng_state()
+    state, threads = torch.random.get_rng_state(), torch.get_num_threads()
     one = score(spec, seed=5, batch=batch)
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is left alone
+    assert torch.get_num_threads() == threads
     assert score(spec, seed=5, batch=batch) == one
     value = score.evaluate(spec, repeats=3, seed=5, batch=batch)
     assert value.values[0] == one and len(value.values) == 3
@@ -147,3 +148,11 @@ def test_network_that_cannot_run_named():
     for name in ("zen", "maedet", "synflow"):
         with pytest.raises(ValueError, match=rf"{name}: spec 'tiny-map' cannot run at 4x32\^2"):
             get_score(name)(spec)
+
+
+def test_two_stream_net_is_not_rescaled_but_finite():
+    """A two-stream net is not one chain: no cut points, float64 instead, still finite."""
+    spec = zoo.get("TS-S").with_input(8, 32)
+    assert proxies.trunk(proxies.build(spec, "test")) == []
+    for name in ("maedet", "synflow"):
+        assert math.isfinite(get_score(name)(spec)), name
