@@ -7,11 +7,12 @@
 1. Random specs: random walks through the E3D search space (e3d.space, from the Table 8 initial structure at
    13x160^2), each kept under the S preset's 1.9 GFLOPs and 83 layers, plus E3D-S and X3D-S. ``--calibrate``
    more random specs (disjoint from the evaluated ones) calibrate the per-network overhead.
-2. Table build: every block of every spec measured into a fresh table (time, number of blocks).
+2. Table build: every block of every spec measured into a fresh table (time, number of blocks); ``--keep-table``
+   saves it.
 3. Prediction error: end-to-end latency (median of ``--repeats`` measurements, each the median of ``--runs``
-   calls) against the table's prediction; the distribution of the relative error. The same for the per-op
-   model (``on_missing="estimate"``) fitted on the calibration specs' blocks only, predicting networks whose
-   blocks it never saw.
+   calls, taken right after the spec's blocks) against the table's prediction; the distribution of the
+   relative error. The same for the per-op model (``on_missing="estimate"``) fitted on the blocks of ``--fit``
+   other random specs, predicting networks whose blocks it never saw.
 4. ONNX (onnxruntime) vs PyTorch eager latency of E3D-S and X3D-S at their native 13x160^2 input.
 
 Timings on a CPU shared with other work are noisy: every number is a median, the load average is printed
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--specs", type=int, default=24, help="random specs evaluated (E3D-S and X3D-S are added)")
     p.add_argument("--calibrate", type=int, default=4, help="other random specs that calibrate the overhead")
+    p.add_argument("--fit", type=int, default=12, help="other random specs whose blocks fit the per-op model")
+    p.add_argument("--keep-table", metavar="PATH", help="save the measured table there")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
@@ -92,51 +95,61 @@ def main(argv: list[str] | None = None) -> int:
           f"stat {args.stat}, warm-up {args.warmup} + {args.runs} runs; {load()}")
     evaluated = [zoo.get("E3D-S"), zoo.get("X3D-S")] + random_specs(args.specs, args.seed)
     calib = random_specs(args.calibrate, args.seed + 1000, prefix="calib")
+    fit = random_specs(args.fit, args.seed + 2000, prefix="fit")
     measurer = Measurer(threads=args.threads, runs=args.runs, warmup=args.warmup, clock=args.clock,
                         stat=args.stat, backend=args.backend)
-    with tempfile.TemporaryDirectory() as tmp:
-        table = LatencyTable(measurer=measurer, path=Path(tmp) / "table.json")
+    table = LatencyTable(measurer=measurer, path=Path(args.keep_table) if args.keep_table else None)
 
-        # -- 2. table build ---------------------------------------------------------------------------
+    # -- 2. table build, each spec's end-to-end latency measured right after its blocks -------------------
+    # (on a shared CPU the load drifts over minutes: measuring a spec's blocks and the whole network close
+    # together keeps the comparison about the predictor, not about the load)
+    build_s, measured = 0.0, {}
+    t_all = time.perf_counter()
+    for spec in calib + evaluated:
         t0 = time.perf_counter()
-        table.fill(calib, save=False)
-        calib_blocks = dict(table.entries)
-        table.fill(evaluated, save=False)
-        build_s = time.perf_counter() - t0
-        uses = sum(n for s in evaluated + calib for _, n in network_blocks(s))
-        print(f"\n[table] {len(table.entries)} distinct blocks ({uses} block uses in {len(evaluated) + len(calib)} "
-              f"specs) measured in {build_s:.1f} s ({1000 * build_s / len(table.entries):.0f} ms/block); "
-              f"device {table.device_name}")
+        table.fill(spec, save=False)
+        build_s += time.perf_counter() - t0
+        measured[spec.name] = statistics.median(table.measure(spec) for _ in range(args.repeats))
+    fit_blocks = dict(table.entries)
+    t0 = time.perf_counter()
+    table.fill(fit, save=False)  # blocks for the per-op model only
+    build_s += time.perf_counter() - t0
+    uses = sum(n for s in evaluated + calib + fit for _, n in network_blocks(s))
+    print(f"\n[table] {len(table.entries)} distinct blocks ({uses} block uses in {len(evaluated) + len(calib) + len(fit)} "
+          f"specs) measured in {build_s:.1f} s ({1000 * build_s / len(table.entries):.0f} ms/block); "
+          f"device {table.device_name}; {time.perf_counter() - t_all:.0f} s with the end-to-end runs")
+    if args.keep_table:
+        table.save()
 
-        # -- 3. prediction error --------------------------------------------------------------------
-        t0 = time.perf_counter()
-        overhead = table.calibrate(calib, save=False)
-        print(f"[calibrate] overhead {overhead:+.2f} ms from {len(calib)} specs "
-              f"(residuals {', '.join(f'{r:+.1f}' for r in table.calibration['residuals_ms'])} ms) "
-              f"in {time.perf_counter() - t0:.1f} s")
-        estimator = LatencyTable(measurer=measurer, entries=calib_blocks, overhead_ms=overhead, on_missing="estimate")
-        model = estimator.model()
-        held_out = {k: v for k, v in table.entries.items() if k not in calib_blocks}
-        block_err = [abs(model.ms(k) / v - 1) for k, v in held_out.items()]
-        print(f"[per-op model] fitted on the {model.fitted_on} blocks of the calibration specs: in-sample |error| "
-              f"median {100 * model.median_rel_error:.1f}%; on {len(held_out)} unseen blocks median "
-              f"{100 * statistics.median(block_err):.1f}%, max {100 * max(block_err):.0f}%")
+    # -- 3. prediction error --------------------------------------------------------------------------
+    overhead = table.calibrate(calib, measured=[measured[s.name] for s in calib], save=False)
+    print(f"[calibrate] overhead {overhead:+.2f} ms from {len(calib)} specs "
+          f"(residuals {', '.join(f'{r:+.1f}' for r in table.calibration['residuals_ms'])} ms)")
+    fit_keys = {k for sp in fit for k, _ in network_blocks(sp)}
+    eval_keys = {k for sp in evaluated for k, _ in network_blocks(sp)}
+    estimator = LatencyTable(measurer=measurer, entries={k: table.entries[k] for k in fit_keys - eval_keys},
+                             overhead_ms=overhead, on_missing="estimate")
+    model = estimator.model()
+    unseen = {k: table.entries[k] for k in eval_keys if k not in estimator.entries}
+    block_err = [abs(model.ms(k) / v - 1) for k, v in unseen.items()]
+    print(f"[per-op model] fitted on {model.fitted_on} blocks of {len(fit)} other specs: in-sample |error| "
+          f"median {100 * model.median_rel_error:.1f}%; on the {len(unseen)} blocks of the evaluated specs it never "
+          f"saw: median {100 * statistics.median(block_err):.1f}%, max {100 * max(block_err):.0f}%")
+    del fit_blocks
 
-        print(f"\n{'spec':8s} {'GFLOPs':>6s} {'layers':>6s} {'measured':>9s} {'table':>9s} {'err':>7s} "
-              f"{'per-op':>9s} {'err':>7s}")
-        errors, est_errors = [], []
-        t0 = time.perf_counter()
-        for spec in evaluated:
-            measured = statistics.median(table.measure(spec) for _ in range(args.repeats))
-            pred, est = table.predict(spec), estimator.predict(spec)
-            errors.append(pred / measured - 1)
-            est_errors.append(est / measured - 1)
-            c = cost(spec)
-            print(f"{spec.name:8s} {c.gflops:6.2f} {c.layers:6d} {measured:7.1f}ms {pred:7.1f}ms {100 * errors[-1]:+6.1f}% "
-                  f"{est:7.1f}ms {100 * est_errors[-1]:+6.1f}%", flush=True)
-        print(f"({time.perf_counter() - t0:.0f} s of end-to-end measurements; {load()})")
-        print(f"\n[table predictor]   {len(errors)} specs: {distribution(errors)}")
-        print(f"[per-op predictor]  {len(est_errors)} specs: {distribution(est_errors)}")
+    print(f"\n{'spec':8s} {'GFLOPs':>6s} {'layers':>6s} {'measured':>9s} {'table':>9s} {'err':>7s} "
+          f"{'per-op':>9s} {'err':>7s}")
+    errors, est_errors = [], []
+    for spec in evaluated:
+        pred, est, ms = table.predict(spec), estimator.predict(spec), measured[spec.name]
+        errors.append(pred / ms - 1)
+        est_errors.append(est / ms - 1)
+        c = cost(spec)
+        print(f"{spec.name:8s} {c.gflops:6.2f} {c.layers:6d} {ms:7.1f}ms {pred:7.1f}ms {100 * errors[-1]:+6.1f}% "
+              f"{est:7.1f}ms {100 * est_errors[-1]:+6.1f}%")
+    print(f"({load()})")
+    print(f"\n[table predictor]   {len(errors)} specs: {distribution(errors)}")
+    print(f"[per-op predictor]  {len(est_errors)} specs: {distribution(est_errors)}")
 
     # -- 4. ONNX vs PyTorch at the native input ----------------------------------------------------
     if not args.skip_onnx:

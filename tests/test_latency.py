@@ -267,3 +267,35 @@ def test_build_on_resource_runs_the_measurement_as_a_ray_task(ray_with_resource,
     assert again.path == table.path and set(again.entries) == set(table.entries)
     with pytest.raises(ValueError, match="--latency-resource nowhere: no Ray node offers this resource"):
         build_on_resource(specs, "nowhere", cache_dir=tmp_path)
+
+
+def _cpu_strategies():
+    try:
+        from e3d.strategy import CPU_ONLY, get_strategy, strategy_names
+    except ImportError:
+        return []
+    return [n for n in strategy_names() if tuple(get_strategy(n).needs) == CPU_ONLY]
+
+
+@pytest.mark.parametrize("name", _cpu_strategies())
+def test_strategies_under_a_latency_budget_never_return_a_network_over_it(name, fake):
+    """Every training-free strategy, given ``SearchContext.latency = table`` and a latency budget, returns only
+    networks the table predicts within it (skipped for a strategy that refuses latency budgets so far)."""
+    from e3d.strategy import Budget, Clip, RequestError, SearchContext, SearchRequest, get_strategy
+
+    strategy = get_strategy(name)
+    table = LatencyTable(measurer=fake, on_missing="estimate")
+    table.fill(random_specs(12, seed=1))
+    clip = (4, 48)  # at 4x32^2 the initial structure's STEntr is infinite
+    start = zoo.get("E3D-init-S").with_input(*clip)
+    budget_ms = table.predict(start) * 1.3
+    request = SearchRequest(budget=Budget(flops=cost(start).flops * 4, layers=41, latency_ms=budget_ms),
+                            clip=Clip(*clip), seed=0, options=dict(getattr(strategy, "quick_options", {})))
+    try:
+        outcome = strategy.search(request, SearchContext(latency=table, progress=False))
+    except RequestError as exc:
+        if exc.field == "budget.latency_ms":
+            pytest.skip(f"strategy {name!r} does not take a latency budget yet: {exc}")
+        raise
+    over = [c.spec.name for c in outcome.candidates if table.predict(c.spec) > budget_ms]
+    assert not over, f"{len(over)} of {len(outcome.candidates)} candidates over {budget_ms:.3f} ms"
