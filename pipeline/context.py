@@ -5,12 +5,38 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# cluster.yaml's search nodes carry this resource, one unit per CPU: island actors ask for it when it exists
+SEARCH_RESOURCE = "search_cpu"
+AUTO = "auto"
+
+
+def search_placement(resources: dict[str, float] | None, search_resource: str | None, cpus_per_actor: float,
+                     cluster: dict[str, float]) -> dict[str, float] | None:
+    """The custom Ray resources each island actor asks for: ``resources`` when given; else
+    ``{search_resource: cpus_per_actor}`` (``"auto"``: :data:`SEARCH_RESOURCE` if ``cluster``, a
+    ``ray.cluster_resources()`` mapping, has it; ``None``/``"none"``: nothing, the actors go anywhere)."""
+    if resources is not None:
+        return dict(resources)
+    if search_resource is None or str(search_resource).lower() in ("", "none", "off"):
+        return None
+    name = SEARCH_RESOURCE if search_resource == AUTO else search_resource
+    if float(cluster.get(name, 0.0)) <= 0:
+        if search_resource == AUTO:
+            return None
+        raise ValueError(f"the Ray cluster has no resource {name!r} for the search islands")
+    return {name: float(cpus_per_actor)}
+
 
 @dataclass(frozen=True)
 class IslandBackend:
     """Runs :mod:`e3d.evolution` as Ray island actors (:func:`pipeline.search.run_distributed_search`),
     resuming from ``out_dir``'s checkpoint when there is one. ``backend="local"`` steps the same islands
-    in this process (the same result, for Tune trials and tests)."""
+    in this process (the same result, for Tune trials and tests).
+
+    Placement: ``resources`` (custom Ray resources per actor) when given, else ``search_resource``
+    (default ``"auto"``: ``{"search_cpu": cpus_per_actor}`` when the cluster has ``search_cpu``, i.e. the
+    islands run on ``cluster.yaml``'s search nodes; ``None``: anywhere). ``out_dir`` may be a pyarrow
+    filesystem URI (``s3://bucket/prefix``): the checkpoint and the outputs go there."""
 
     actors: int | None = None
     chunk_iterations: int | None = None
@@ -20,7 +46,18 @@ class IslandBackend:
     resources: dict[str, float] | None = None
     max_restarts: int = 3
     backend: str = "ray"
+    search_resource: str | None = AUTO
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def placement(self) -> dict[str, float] | None:
+        """The custom resources each island actor asks for on the running cluster."""
+        if self.backend != "ray":
+            return self.resources
+        import ray  # noqa: PLC0415
+
+        if not ray.is_initialized():
+            ray.init()
+        return search_placement(self.resources, self.search_resource, self.cpus_per_actor, ray.cluster_resources())
 
     def run(self, config: Any, *, out_dir: str | None, tracking: Any = None, progress: bool | None = None) -> Any:
         from pipeline.search import read_meta, resolve_fs, run_distributed_search  # noqa: PLC0415
@@ -32,7 +69,7 @@ class IslandBackend:
                                       tracking=tracking, progress=progress, actors=self.actors,
                                       chunk_iterations=self.chunk_iterations,
                                       migration_interval=self.migration_interval, migration_size=self.migration_size,
-                                      cpus_per_actor=self.cpus_per_actor, resources=self.resources,
+                                      cpus_per_actor=self.cpus_per_actor, resources=self.placement(),
                                       max_restarts=self.max_restarts, backend=self.backend, **self.extra)
 
     def to_dict(self) -> dict[str, Any]:

@@ -75,6 +75,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     g.add_argument("--data-cpus", type=positive_float, help="CPUs for Ray Data per candidate (default: from the cluster)")
     g.add_argument("--max-failures", type=non_negative_int, default=1,
                    help="restarts from the last checkpoint on worker loss (default 1)")
+    g.add_argument("--train-resource", type=_resource_name, default="auto", metavar="NAME",
+                   help="custom Ray resource marking the train nodes: each Train worker asks for one unit, and the "
+                        "job asks the autoscaler for them before training (default auto: train_gpu, cluster.yaml's "
+                        "train nodes, when the cluster has it or an autoscaler runs; GPU: plain GPUs; none: no pin)")
+    g.add_argument("--train-wait", type=positive_float, default=900.0, metavar="SECONDS",
+                   help="longest wait for the autoscaler's train nodes before training (default 900)")
     return parser
 
 
@@ -98,6 +104,10 @@ def add_island_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     g.add_argument("--actor-resources", type=_resources, metavar="JSON",
                    help='custom Ray resources per island, e.g. \'{"search_cpu": 1}\' (cluster.yaml\'s search nodes)')
     g.add_argument("--max-restarts", type=non_negative_int, default=3, help="restarts per island after actor deaths")
+    g.add_argument("--search-resource", type=_resource_name, default="auto", metavar="NAME",
+                   help="custom Ray resource marking the search nodes: each island asks for --cpus-per-actor of it "
+                        "(default auto: search_cpu, cluster.yaml's search nodes, when the cluster has it; none: "
+                        "anywhere; --actor-resources overrides)")
     return parser
 
 
@@ -154,6 +164,16 @@ def _resources(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(f"expected an object of positive amounts, e.g. '{{\"search_cpu\": 1}}'; "
                                          f"got {text!r}")
     return {k: float(v) for k, v in value.items()}
+
+
+def _resource_name(text: str) -> str | None:
+    """A Ray resource name, ``auto`` or ``none`` (None)."""
+    if text.lower() in ("none", "off"):
+        return None
+    if text == "auto" or (text and all(c.isalnum() or c in "_-.:" for c in text)):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, none or a Ray resource name (letters, digits, _-.:), "
+                                     f"got {text!r}")
 
 
 def _tracking_uri(text: str) -> str:

@@ -71,7 +71,11 @@ class JobConfig:
 
     ``request`` is the search (budget, score, seed, the strategy's options); its clip is always ``clip``'s
     (the networks are searched at the input they are trained at). ``islands``: how ``evolution`` runs on
-    Ray (None: in this process).
+    Ray (None: in this process). ``out_dir``: a folder, or a pyarrow filesystem URI (``s3://bucket/prefix``:
+    see :class:`OutDir`; ``cache_dir`` is then the local working copy, default under ``~/.cache/e3d-ray``).
+    ``train_resource``: the custom resource of the train nodes (:mod:`pipeline.train.resources`; "auto":
+    ``train_gpu`` when the cluster has it or an autoscaler can add it); ``train_wait_s``: the longest wait
+    for the autoscaler's train nodes.
     """
 
     out_dir: str = "outputs/search_and_train"
@@ -88,6 +92,9 @@ class JobConfig:
     workers: int | None = None
     data_cpus: float | None = None
     max_failures: int = 1
+    train_resource: str | None = "auto"
+    train_wait_s: float = 900.0
+    cache_dir: str | None = None
     tracking_uri: str | None = None
     experiment: str = "e3d-search-and-train"
     log_model: bool = True
@@ -142,6 +149,130 @@ def quick(config: JobConfig) -> JobConfig:
                    selection=replace(config.selection, top_k=1), request=request, islands=islands, log_model=False)
 
 
+class OutDir:
+    """Where the job writes. A local ``--out`` is used as it is. A pyarrow filesystem URI (``s3://bucket/prefix``,
+    ``gs://...``, ``file://...``) is the job's store and ``local`` its working copy (``cache_dir``): the search
+    checkpoints (island search) and Ray Train's checkpoints are written to the store directly; the other files
+    (``job.json``, the search outcome, the candidates' records, summaries, the synthetic data, and a snapshot of
+    the MLflow SQLite store) are written locally and copied to the store after each stage (:meth:`push`); a
+    rerun, on any machine, first fetches what its working copy lacks (:meth:`pull`)."""
+
+    DIRECT = ("search/checkpoint/", "train/train/")  # read and written on the store by the search and Ray Train
+    NOT_PULLED = DIRECT + ("mlruns/mlartifacts/",)  # MLflow reads its artifacts where they are
+    DB = "mlruns/mlflow.db"
+
+    def __init__(self, out_dir: str, cache_dir: str | None = None):
+        import hashlib
+        import os
+
+        self.uri = out_dir.rstrip("/") if "://" in str(out_dir) else None
+        self._seen: dict[str, tuple[int, int]] = {}
+        if self.uri is None:
+            self.local = Path(out_dir).expanduser().resolve()
+            self.fs = self.root = None
+        else:
+            from pipeline.search import resolve_fs
+
+            self.fs, self.root = resolve_fs(self.uri)
+            scheme, rest = self.uri.split("://", 1)
+            base = Path(cache_dir or Path(os.environ.get("E3D_CACHE_DIR", "~/.cache/e3d-ray")) / "out").expanduser()
+            name = "".join(c if c.isalnum() or c in "._-" else "_" for c in rest.split("?")[0])[-80:]
+            self.local = (base / scheme / f"{name}-{hashlib.sha1(self.uri.encode()).hexdigest()[:8]}").resolve()
+        self.local.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def remote(self) -> bool:
+        return self.uri is not None
+
+    def where(self, sub: str) -> str:
+        """``sub`` on the store (a URI), or the local path."""
+        return f"{self.uri}/{sub}" if self.uri else str(self.local / sub)
+
+    def _files(self) -> list[Any]:
+        from pyarrow.fs import FileSelector, FileType
+
+        infos = self.fs.get_file_info(FileSelector(self.root, recursive=True, allow_not_found=True))
+        return [i for i in infos if i.type == FileType.File]
+
+    def pull(self) -> int:
+        """Fetch the store's files that the working copy lacks (or holds older, different ones of)."""
+        if not self.remote:
+            return 0
+        fetched = 0
+        for info in self._files():
+            rel = info.path[len(self.root):].lstrip("/")
+            if rel.startswith(self.NOT_PULLED) or rel.endswith(".tmp") or ".tmp-" in rel:
+                continue
+            dest = self.local / rel
+            if dest.exists():
+                st = dest.stat()
+                newer = info.mtime is not None and info.mtime.timestamp() > st.st_mtime + 1
+                if rel == self.DB or st.st_size == info.size or not newer:
+                    self._mark(rel)
+                    continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with self.fs.open_input_stream(info.path) as src:
+                dest.write_bytes(src.read())
+            self._mark(rel)
+            fetched += 1
+        return fetched
+
+    def push(self) -> int:
+        """Copy new and changed local files to the store (the MLflow store as a consistent snapshot)."""
+        if not self.remote:
+            return 0
+        import sqlite3
+        import tempfile
+
+        sent = 0
+        for path in sorted(p for p in self.local.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.local).as_posix()
+            if rel.startswith(self.DB) or path.suffix == ".tmp" or self._seen.get(rel) == self._stat(path):
+                continue
+            stat = self._stat(path)
+            self._write(rel, path.read_bytes())
+            self._seen[rel] = stat
+            sent += 1
+        db = self.local / self.DB
+        if db.exists() and self._seen.get(self.DB) != self._stat(db):
+            stat = self._stat(db)
+            with tempfile.TemporaryDirectory() as tmp:
+                snap = Path(tmp) / "mlflow.db"
+                with sqlite3.connect(db) as src, sqlite3.connect(snap) as dst:
+                    src.backup(dst)
+                self._write(self.DB, snap.read_bytes())
+            self._seen[self.DB] = stat
+            sent += 1
+        return sent
+
+    def _write(self, rel: str, data: bytes) -> None:
+        from pipeline.search.checkpoint import write_bytes_atomic
+
+        write_bytes_atomic(self.fs, f"{self.root}/{rel}", data)
+
+    @staticmethod
+    def _stat(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+
+    def _mark(self, rel: str) -> None:
+        path = self.local / rel
+        if path.exists():
+            self._seen[rel] = self._stat(path)
+
+    def tracking(self, experiment: str) -> Any:
+        """The job's MLflow store when no tracking URI is given: SQLite in the working copy (``mlruns/``);
+        artifacts on the store for ``s3://``/``gs://`` (MLflow writes there itself), else in the working copy
+        (copied by :meth:`push`)."""
+        from pipeline.tracking import Tracking, default_tracking_uri
+
+        if not self.remote:
+            return Tracking.local(self.local / "mlruns", experiment)
+        native = self.uri.split("://", 1)[0] in ("s3", "gs") and "?" not in self.uri
+        artifacts = f"{self.uri}/mlruns/mlartifacts" if native else (self.local / "mlruns" / "mlartifacts").as_uri()
+        return Tracking(default_tracking_uri(self.local / "mlruns"), experiment, artifacts)
+
+
 def load_data(data: DataConfig, out: Path, *, seed: int = 0):
     """The dataset to train on: the user's folder, or the synthetic one generated once under ``out/data``."""
     from pipeline.video.formats import load_dataset
@@ -166,8 +297,11 @@ def select_candidates(outcome: SearchOutcome, config: JobConfig) -> list[ArchSpe
     return specs
 
 
-def run_search(config: JobConfig, out: Path, tracking: Any, dataset: Any, *, say=print) -> SearchOutcome:
-    """The search stage: read a finished outcome back, else run (or resume) the strategy and log it."""
+def run_search(config: JobConfig, out: Path, tracking: Any, dataset: Any, *, say=print,
+               checkpoint_dir: str | None = None) -> SearchOutcome:
+    """The search stage: read a finished outcome back, else run (or resume) the strategy and log it.
+    ``checkpoint_dir``: where the island search checkpoints and writes its files (default ``out/search``;
+    a pyarrow URI allowed); the outcome files always go to ``out/search``."""
     from e3d.search_io import read_outcome, write_outcome
 
     search_dir = out / "search"
@@ -177,12 +311,13 @@ def run_search(config: JobConfig, out: Path, tracking: Any, dataset: Any, *, say
         done.extra["resumed"] = True
         return done
     strategy = get_strategy(config.strategy)
-    request = config.search_request(str(search_dir), len(dataset.classes))
+    backend = config.islands if strategy.name == "evolution" else None
+    request = config.search_request(checkpoint_dir if backend is not None and checkpoint_dir else str(search_dir),
+                                    len(dataset.classes))
     b = request.budget
     say(f"[search] {strategy.name} by {request.score}: budget {b.flops / 1e9 if b.flops else math.inf:.3g} GFLOPs, "
         f"{b.layers or 'any'} layers at {request.clip.frames}x{request.clip.size}^2")
     with tracking.run(f"search-{strategy.name}", tags={"e3d.stage": "search", "e3d.strategy": strategy.name}) as run:
-        backend = config.islands if strategy.name == "evolution" else None
         context = SearchContext(evolution_backend=backend, tracking=tracking, progress=False,
                                 extra={"mlflow_run_id": run.info.run_id, "seed": config.seed})
         if "data" in strategy.needs:  # the strategies that train see the job's data, clip and recipe
@@ -237,17 +372,20 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
 
     from pipeline.tracking import Tracking, log_dict_json, ui_command
     from pipeline.train import format_table, plan_resources, train_candidates
+    from pipeline.train.resources import autoscaled_training
     from pipeline.video.ray_data import skipped_report
 
     start = time.time()
-    out = Path(config.out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
+    store = OutDir(config.out_dir, config.cache_dir)
+    out = store.local  # the job's files; with a remote --out, its working copy
+    if store.remote:
+        say(f"[out] {store.uri}: working copy {out} (fetched {store.pull()} file(s) from the store)")
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
 
     tracking = (Tracking(config.tracking_uri, config.experiment) if config.tracking_uri
-                else Tracking.local(out / "mlruns", config.experiment))
+                else store.tracking(config.experiment))
     state_path = out / "job.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
 
@@ -273,15 +411,23 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
         child = tracking.child(parent.info.run_id)
 
         # 1. search (any strategy) -> 2. candidates -> 3. training and multi-view evaluation
-        outcome = run_search(config, out, child, dataset, say=say)
+        outcome = run_search(config, out, child, dataset, say=say,
+                             checkpoint_dir=store.where("search") if store.remote else None)
+        store.push()
         specs = select_candidates(outcome, config)
         say("[select] " + ", ".join(f"{s.name} {s.kernel_pattern} depths {list(s.depths)}" for s in specs))
-        plan = plan_resources(len(specs), max_concurrent=config.max_concurrent, workers=config.workers,
-                              data_cpus=config.data_cpus)
-        results = train_candidates(specs, dataset, clip=config.clip, recipe=config.recipe, tracking=child,
-                                   out_dir=out / "train", eval_clips=config.eval_clips, eval_crops=config.eval_crops,
-                                   plan=plan, max_failures=config.max_failures, seed=config.seed,
-                                   log_model=config.log_model)
+        # the train nodes: asked of the autoscaler (when there is one) for the training, released after
+        units = min(len(specs), config.max_concurrent or len(specs)) * (config.workers or 1)
+        with autoscaled_training(units, train_resource=config.train_resource, timeout_s=config.train_wait_s,
+                                 say=say) as scaled:
+            plan = plan_resources(len(specs), max_concurrent=config.max_concurrent, workers=config.workers,
+                                  data_cpus=config.data_cpus, train_resource=config.train_resource)
+            results = train_candidates(specs, dataset, clip=config.clip, recipe=config.recipe, tracking=child,
+                                       out_dir=out / "train", eval_clips=config.eval_clips,
+                                       eval_crops=config.eval_crops, plan=plan, max_failures=config.max_failures,
+                                       seed=config.seed, log_model=config.log_model,
+                                       storage=store.where("train/train") if store.remote else None)
+        store.push()
         table = format_table(results)
         skipped = skipped_report(log=False)
         for r in results:
@@ -293,13 +439,18 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
             say(f"[mlflow] registered {champion}")
         result = JobResult(best_spec=outcome.best.spec, outcome=outcome, candidates=results,
                            search_summary=outcome.summary(), table=table, tracking_uri=tracking.tracking_uri,
-                           parent_run_id=parent.info.run_id, out_dir=str(out), wall_s=time.time() - start)
-        summary = result.summary() | {"skipped_files": skipped}
+                           parent_run_id=parent.info.run_id, out_dir=store.uri or str(out),
+                           wall_s=time.time() - start)
+        summary = result.summary() | {"skipped_files": skipped, "restarts": restarts(outcome, results),
+                                      "placement": {"train": plan.to_dict(), "autoscale": scaled.to_dict()}}
+        if store.remote:
+            summary["work_dir"] = str(out)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         (out / "summary.txt").write_text(table + "\n")
         mlflow.log_artifact(str(out / "summary.json"))
         mlflow.log_artifact(str(out / "summary.txt"))
         mlflow.log_metric("wall_s", result.wall_s)
+    store.push()  # the finished MLflow runs, the summaries
 
     say("\n" + table)
     if skipped.get("skipped"):
@@ -309,9 +460,28 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     return result
 
 
+def restarts(outcome: SearchOutcome, results: list[Any]) -> dict[str, Any]:
+    """What was restarted: island actors (respawned from the search checkpoint after a death) and training
+    sessions (each candidate's epochs run in sessions; every session after the first resumed from a checkpoint,
+    after a lost worker or node, or a rerun of the job). ``sessions`` lists the epochs each candidate's
+    sessions started from."""
+    sessions = {}
+    for r in results:
+        starts = sorted({int(h.get("session_start_epoch", 0)) for h in (r.history or [])})
+        sessions[r.name] = starts
+    return {"search_islands": int(outcome.extra.get("restarts", 0) or 0),
+            "training_sessions": sum(max(0, len(s) - 1) for s in sessions.values()), "sessions": sessions}
+
+
 def islands_from_args(args: Any) -> IslandBackend:
     return IslandBackend(actors=args.actors, chunk_iterations=args.chunk_iterations,
                          migration_interval=args.migration_interval, migration_size=args.migration_size,
                          cpus_per_actor=args.cpus_per_actor, resources=args.actor_resources,
-                         max_restarts=args.max_restarts)
+                         max_restarts=args.max_restarts, search_resource=getattr(args, "search_resource", "auto"))
+
+
+def train_placement_from_args(args: Any) -> dict[str, Any]:
+    """The JobConfig fields of the training "resources" options: ``JobConfig(..., **train_placement_from_args(args))``."""
+    return {"train_resource": getattr(args, "train_resource", "auto"),
+            "train_wait_s": float(getattr(args, "train_wait", 900.0))}
 

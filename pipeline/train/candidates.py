@@ -57,7 +57,7 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
                      tracking: Any = None, out_dir: str | Path = "runs/train", eval_clips: int = 10,
                      eval_crops: int = 3, max_concurrent: int | None = None, plan: ResourcePlan | None = None,
                      resume: bool = True, max_failures: int = 1, seed: int = 0, log_model: bool = True,
-                     log_every: int = 10, verbose: int = 0) -> list[CandidateResult]:
+                     log_every: int = 10, verbose: int = 0, storage: str | None = None) -> list[CandidateResult]:
     """Train every spec on ``dataset`` (a ``VideoDataset`` + ``clip``, or a source) and evaluate it multi-view.
 
     Candidates run as Tune trials, ``plan.concurrent`` at a time (``plan`` defaults to
@@ -65,6 +65,7 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
     ``parent_run_id`` is the run the candidates nest under and where the summary (CSV, JSON, text table,
     curves of all candidates) is logged. Results come back in the order of ``specs``; a failed candidate
     has ``error`` set and does not stop the others. Summary files are also written to ``<out_dir>/summary``.
+    ``storage``: where Ray Train keeps the checkpoints (default ``<out_dir>/train``; a pyarrow URI allowed).
     """
     import ray
 
@@ -81,7 +82,7 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
     names = run_names(specs, source, recipe, (eval_clips, eval_crops), resume=resume)
     kwargs = dict(recipe=recipe, tracking=tracking, out_dir=out_dir, eval_clips=eval_clips, eval_crops=eval_crops,
                   plan=plan, resume=True, max_failures=max_failures, seed=seed, log_model=log_model,
-                  log_every=log_every)
+                  log_every=log_every, storage=storage)
     print(f"[train] {len(specs)} candidate(s): {plan.describe()}")
 
     if len(specs) == 1:

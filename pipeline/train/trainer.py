@@ -6,12 +6,15 @@ Ray Data); :func:`train_one` is the whole thing for one spec: the candidate's ML
 (:class:`pipeline.tracking.CandidateRun`) around ``trainer.fit()`` of :func:`~pipeline.train.loop.
 train_loop_per_worker`.
 
-Resume: the Ray Train run is ``<out_dir>/train/<run_name>``. Calling again with the same ``run_name`` (the
+Resume: the Ray Train run is ``<storage>/<run_name>`` (``storage`` defaults to ``<out_dir>/train``; it may
+be a pyarrow filesystem URI such as ``s3://bucket/prefix``). Calling again with the same ``run_name`` (the
 default name is derived from the spec, data and recipe, so re-running a killed job uses it) continues from
 the last checkpoint, in the same MLflow run.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -24,6 +27,8 @@ from typing import Any, Callable, Sequence
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from pyarrow.fs import FileType
 
 from e3d.cost import cost
 from e3d.spec import ArchSpec
@@ -70,12 +75,15 @@ def ingest_config(data_cpus: float | None):
 
 def build_trainer(*, loop_config: dict[str, Any], datasets: dict[str, Any], plan: ResourcePlan, run_name: str,
                   storage_path: str | Path, max_failures: int = 1, num_to_keep: int = 2, callbacks: list | None = None,
-                  train_loop_per_worker: Callable[[dict[str, Any]], None] = train_loop_per_worker):
+                  train_loop_per_worker: Callable[[dict[str, Any]], None] = train_loop_per_worker,
+                  storage_filesystem: Any = None):
     """A TorchTrainer running ``train_loop_per_worker(loop_config)`` (default: the candidate training loop;
     a supernet search passes its own) on ``plan.num_workers`` workers (NCCL on GPUs, gloo on CPUs), with
     ``datasets`` sharded by :func:`ingest_config`, the last ``num_to_keep`` checkpoints kept and
     ``max_failures`` automatic restarts from the last checkpoint when a worker dies. ``callbacks``: Train
-    ``UserCallback`` s; inside a Tune trial its reports also go to Tune."""
+    ``UserCallback`` s; inside a Tune trial its reports also go to Tune. ``storage_path``: a local folder, a
+    pyarrow filesystem URI (``s3://bucket/prefix``), or a path on ``storage_filesystem`` (a
+    ``pyarrow.fs.FileSystem``, pickled to the workers). Each worker asks for ``plan.worker_resources``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -89,14 +97,17 @@ def build_trainer(*, loop_config: dict[str, Any], datasets: dict[str, Any], plan
             callbacks.append(TuneReportCallback())
     except ImportError:  # pragma: no cover - Tune is part of the required extras
         pass
-    per_worker = {"CPU": plan.cpus_per_worker} | ({"GPU": plan.gpus_per_worker} if plan.use_gpu else {})
+    per_worker = plan.worker_resources
+    storage = str(storage_path)
+    if storage_filesystem is None and "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if plan.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                      resources_per_worker=per_worker),
-        run_config=RunConfig(name=run_name, storage_path=str(Path(storage_path).resolve()),
+        run_config=RunConfig(name=run_name, storage_path=storage, storage_filesystem=storage_filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
                              failure_config=FailureConfig(max_failures=max_failures),
                              callbacks=callbacks or None),
@@ -106,6 +117,20 @@ def build_trainer(*, loop_config: dict[str, Any], datasets: dict[str, Any], plan
 
 
 # -- helpers --------------------------------------------------------------------------------------------
+def resolve_storage(storage: str | Path) -> tuple[Any, str, str]:
+    """``(pyarrow filesystem, path on it, printable URI)`` of a Ray Train storage location: a local folder
+    or a pyarrow filesystem URI (``s3://``, ``gs://``, ``file://``...)."""
+    import pyarrow.fs as pafs
+
+    text = str(storage)
+    if "://" not in text:
+        path = str(Path(text).expanduser().resolve())
+        return pafs.LocalFileSystem(), path, path
+    fs, path = pafs.FileSystem.from_uri(text)
+    scheme = text.split("://", 1)[0]
+    return fs, path.rstrip("/"), f"{scheme}://{path.rstrip('/')}"
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "candidate"
 
@@ -132,7 +157,7 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
               plan: ResourcePlan | None = None, run_name: str | None = None, resume: bool = True,
               max_failures: int = 1, seed: int = 0, log_model: bool = True, log_every: int = 10,
               display_name: str | None = None, loop_extra: dict[str, Any] | None = None,
-              loop_callbacks: Sequence[LoopCallback] = ()) -> CandidateResult:
+              loop_callbacks: Sequence[LoopCallback] = (), storage: str | Path | None = None) -> CandidateResult:
     """Train ``spec`` on ``data`` (a ``VideoDataset`` with its ``clip`` config, or a source from
     :mod:`pipeline.train.data`) at the data's clip size, evaluate it multi-view, log everything to MLflow.
 
@@ -141,6 +166,8 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
     (``pipeline.tracking.Tracking``, its ``parent_run_id`` set to nest) may be None: no MLflow. Errors in
     training are caught and returned in ``result.error`` (the MLflow run is marked FAILED). ``loop_extra`` adds
     keys to the worker loop's config, ``loop_callbacks`` hooks to its loop (see :mod:`pipeline.train.loop`).
+    ``storage``: where Ray Train keeps the run's checkpoints (default ``<out_dir>/train``): a local folder or a
+    pyarrow filesystem URI (``s3://bucket/prefix``); the candidate's own files stay under ``out_dir``.
     """
     import ray
 
@@ -153,14 +180,14 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
     eval_views = (int(eval_clips), int(eval_crops))
     trained = trained_spec(spec, source)
     run_name = run_name or default_run_name(spec, source, recipe, eval_views)
-    storage = out_dir / "train"
-    if not resume and (storage / run_name).exists():
+    storage_fs, storage_path, storage_uri = resolve_storage(storage if storage is not None else out_dir / "train")
+    if not resume and storage_fs.get_file_info(f"{storage_path}/{run_name}").type != FileType.NotFound:
         run_name = f"{run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = out_dir / "candidates" / run_name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.json").write_text(spec.to_json() + "\n")
     (folder / "trained_spec.json").write_text(trained.to_json() + "\n")
-    result = _new_result(spec, trained, run_name, recipe, plan, storage)
+    result = _new_result(spec, trained, run_name, recipe, plan, storage_uri)
 
     callbacks = list(loop_callbacks)
     run = None
@@ -181,18 +208,23 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
     } | dict(loop_extra or {})
     t0 = time.perf_counter()
     result.started_at = time.time()
+    local = contextlib.ExitStack()  # the final checkpoint as a local folder (a download when storage is remote)
+    checkpoint_dir = None
     try:
         datasets = {"train": source.train(), "val": source.val(), "test": source.test(*eval_views)}
         trainer = build_trainer(loop_config=loop_config, datasets=datasets, plan=plan, run_name=run_name,
-                                storage_path=storage, max_failures=max_failures)
+                                storage_path=storage_path, max_failures=max_failures,
+                                storage_filesystem=None if storage_uri == storage_path else storage_fs)
         fit = trainer.fit()
         result.wall_time_s = time.perf_counter() - t0
         if fit.error is not None:
             raise fit.error
         if fit.checkpoint is None:
             raise RuntimeError("training finished without a checkpoint")
-        result.checkpoint = fit.checkpoint.path
-        _fill_from_state(result, load_state(fit.checkpoint.path))
+        result.checkpoint = storage_uri + fit.checkpoint.path[len(storage_path):] \
+            if fit.checkpoint.path.startswith(storage_path) else fit.checkpoint.path
+        checkpoint_dir = local.enter_context(fit.checkpoint.as_directory())
+        _fill_from_state(result, load_state(checkpoint_dir))
     except Exception as exc:  # one failed candidate must not stop the others
         result.wall_time_s = time.perf_counter() - t0
         result.error = f"{type(exc).__name__}: {exc}"
@@ -201,13 +233,16 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
 
     result.finished_at = time.time()
     (folder / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    if run is not None:
-        run.finish(result, result_file=folder / RESULT_FILE, curves_file=folder / "curves.png", log_model=log_model)
+    with local:
+        if run is not None:  # MLflow logs the model from a local folder
+            shown = dataclasses.replace(result, checkpoint=checkpoint_dir) if checkpoint_dir else result
+            run.finish(shown, result_file=folder / RESULT_FILE, curves_file=folder / "curves.png",
+                       log_model=log_model)
     return result
 
 
 def _new_result(spec: ArchSpec, trained: ArchSpec, run_name: str, recipe: Recipe, plan: ResourcePlan,
-                storage: Path) -> CandidateResult:
+                storage: str) -> CandidateResult:
     """The candidate's record before training: its cost and scores as searched and as trained."""
     summary = spec_params(spec)
     return CandidateResult(
@@ -215,7 +250,7 @@ def _new_result(spec: ArchSpec, trained: ArchSpec, run_name: str, recipe: Recipe
         flops=int(summary["flops"]), params=int(summary["params"]), stentr=float(summary["stentr"]),
         homoentr=float(summary["homoentr"]), input=summary["input"],
         train_input=f"{trained.frames}x{trained.size}x{trained.size}", train_flops=cost(trained).flops,
-        epochs=recipe.epochs, run_dir=str(storage / run_name), resources=plan.to_dict())
+        epochs=recipe.epochs, run_dir=f"{storage}/{run_name}", resources=plan.to_dict())
 
 
 def _fill_from_state(result: CandidateResult, state: dict[str, Any]) -> None:
