@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..spec import ArchSpec
+    from ..spec import ArchSpec, ConvSpec
 
 FUSION_OPS = ("tconv", "tsample", "t2c", "skip")
 TCONV_KERNEL = 5  # the time-strided convolution's temporal kernel (supplement §2: 5 x 1^2)
@@ -112,6 +112,33 @@ def fusion_cost(op: str, c_dense: int, c_sparse: int, alpha: int, t_sparse: int,
     if op == "tconv":
         flops, params, layers = flops + c_dense * TCONV_KERNEL * vox, params + c_dense * TCONV_KERNEL, 2
     return flops, params, layers
+
+
+def network_cost(*, frames: int, size: int, alpha: int, stem: "ConvSpec", dense_stem: tuple[tuple[int, int, int], int],
+                 stages: "tuple[StageSpec, ...]", dense_stages: "tuple[StageSpec, ...]", fusion: tuple[str, ...],
+                 head: int, hidden: int, num_classes: int) -> Cost:
+    """FLOPs, params and conv layers of a two-stream network from its parts (what :meth:`TwoStreamFamily.cost`
+    reads from a spec; a search space calls it without building specs). Both stems share ``stem.stride``."""
+    t_d, t_s = frames, sparse_frames(frames, alpha)
+    size = ceil_div(size, stem.stride[1])
+    flops = params = 0
+    for kernel, out, t in ((stem.kernel, stem.out, t_s), (dense_stem[0], dense_stem[1], t_d)):
+        kvol = kernel[0] * kernel[1] * kernel[2]
+        flops += 3 * out * kvol * t * size * size
+        params += 3 * out * kvol + 2 * out
+    layers = 2
+    c_s, c_d = stem.out, dense_stem[1]
+    for sparse, dense, op in zip(stages, dense_stages, fusion):
+        f, p, size_out = stage_cost(sparse, c_s, t_s, size)
+        f2, p2, _ = stage_cost(dense, c_d, t_d, size)
+        size, c_s, c_d = size_out, sparse.out, dense.out
+        f3, p3, l3 = fusion_cost(op, c_d, c_s, alpha, t_s, size)
+        flops, params = flops + f + f2 + f3, params + p + p2 + p3
+        layers += 3 * (sparse.layers + dense.layers) + l3
+    cin = c_s + c_d
+    flops += cin * head * t_s * size * size + head * hidden + hidden * num_classes
+    params += cin * head + 2 * head + (head + 1) * hidden + (hidden + 1) * num_classes
+    return Cost(flops=flops, params=params, layers=layers + 1)
 
 
 def fusion_entropy(op: str, c_dense: int, alpha: int) -> float:
@@ -194,26 +221,10 @@ class TwoStreamFamily(Family):
     # -- cost ------------------------------------------------------------------------------------------
     def cost(self, spec: "ArchSpec") -> Cost:
         v = view(spec)
-        t_d, t_s = spec.frames, sparse_frames(spec.frames, v.alpha)
-        size = ceil_div(spec.size, spec.stem.stride[1])
-        flops = params = 0
-        for kernel, out, t in ((spec.stem.kernel, spec.stem.out, t_s), (v.dense.stem_kernel, v.dense.stem_out, t_d)):
-            kvol = kernel[0] * kernel[1] * kernel[2]
-            flops += 3 * out * kvol * t * size * size
-            params += 3 * out * kvol + 2 * out
-        layers = 2
-        c_s, c_d = spec.stem.out, v.dense.stem_out
-        for sparse, dense, op in zip(spec.stages, v.dense.stages, v.fusion):
-            f, p, size_out = stage_cost(sparse, c_s, t_s, size)
-            f2, p2, _ = stage_cost(dense, c_d, t_d, size)
-            size, c_s, c_d = size_out, sparse.out, dense.out
-            f3, p3, l3 = fusion_cost(op, c_d, c_s, v.alpha, t_s, size)
-            flops, params = flops + f + f2 + f3, params + p + p2 + p3
-            layers += 3 * (sparse.layers + dense.layers) + l3
-        head, cin = spec.head.out, c_s + c_d
-        flops += cin * head * t_s * size * size + head * spec.hidden + spec.hidden * spec.num_classes
-        params += cin * head + 2 * head + (head + 1) * spec.hidden + (spec.hidden + 1) * spec.num_classes
-        return Cost(flops=flops, params=params, layers=layers + 1)
+        return network_cost(frames=spec.frames, size=spec.size, alpha=v.alpha, stem=spec.stem,
+                            dense_stem=(v.dense.stem_kernel, v.dense.stem_out), stages=spec.stages,
+                            dense_stages=v.dense.stages, fusion=v.fusion, head=spec.head.out, hidden=spec.hidden,
+                            num_classes=spec.num_classes)
 
     # -- entropy score ---------------------------------------------------------------------------------
     def entropy(self, spec: "ArchSpec", refine: bool) -> float:
