@@ -167,6 +167,7 @@ class OutDir:
 
         self.uri = out_dir.rstrip("/") if "://" in str(out_dir) else None
         self._seen: dict[str, tuple[int, int]] = {}
+        self._dirs: set[str] = set()
         if self.uri is None:
             self.local = Path(out_dir).expanduser().resolve()
             self.fs = self.root = None
@@ -248,7 +249,12 @@ class OutDir:
     def _write(self, rel: str, data: bytes) -> None:
         from pipeline.search.checkpoint import write_bytes_atomic
 
-        write_bytes_atomic(self.fs, f"{self.root}/{rel}", data)
+        path = f"{self.root}/{rel}"
+        parent = path.rsplit("/", 1)[0]
+        if parent not in self._dirs and self.fs.type_name not in ("s3", "gcs"):  # object stores need no
+            self.fs.create_dir(parent, recursive=True)  # folders (and would get marker objects above --out)
+            self._dirs.add(parent)
+        write_bytes_atomic(self.fs, path, data)
 
     @staticmethod
     def _stat(path: Path) -> tuple[int, int]:
