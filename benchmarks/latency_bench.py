@@ -77,7 +77,7 @@ def load() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--specs", type=int, default=24, help="random specs evaluated (E3D-S and X3D-S are added)")
-    p.add_argument("--calibrate", type=int, default=4, help="other random specs that calibrate the overhead")
+    p.add_argument("--calibrate", type=int, default=6, help="other random specs that calibrate the overhead")
     p.add_argument("--fit", type=int, default=12, help="other random specs whose blocks fit the per-op model")
     p.add_argument("--keep-table", metavar="PATH", help="save the measured table there")
     p.add_argument("--threads", type=int, default=1)
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     table.fill(fit, save=False)  # blocks for the per-op model only
     build_s += time.perf_counter() - t0
     uses = sum(n for s in evaluated + calib + fit for _, n in network_blocks(s))
-    print(f"\n[table] {len(table.entries)} distinct blocks ({uses} block uses in {len(evaluated) + len(calib) + len(fit)} "
+    n_specs = len(evaluated) + len(calib) + len(fit)
+    print(f"\n[table] {len(table.entries)} distinct blocks ({uses} block uses in {n_specs} "
           f"specs) measured in {build_s:.1f} s ({1000 * build_s / len(table.entries):.0f} ms/block); "
           f"device {table.device_name}; {time.perf_counter() - t_all:.0f} s with the end-to-end runs")
     if args.keep_table:

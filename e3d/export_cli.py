@@ -208,7 +208,8 @@ def run_latency_command(args: argparse.Namespace) -> int:
             table.calibrate(group)
         for s in group:
             row: dict[str, Any] = {"name": s.name, "input": f"{s.frames}x{s.size}x{s.size}",
-                                   "predicted_ms": round(table.predict(s), 3), "overhead_ms": round(table.overhead_ms, 3),
+                                   "predicted_ms": round(table.predict(s), 3),
+                                   "overhead_ms": round(table.overhead_ms, 3),
                                    "device": table.device_name, "backend": table.backend_name,
                                    "threads": table.measurer.threads}
             if args.measure:

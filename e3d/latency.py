@@ -326,43 +326,74 @@ _KERNEL_COLUMNS = ((1, 3), (1, 5), (3, 3))  # depthwise MACs get a column per pa
 FEATURES = ("stem", "block", "head", "classifier",  # a constant per block kind (module-call overheads)
             "se",                                    # a constant per SE (its two tiny convs)
             "pointwise_macs", "dense_macs", "dw133_macs", "dw155_macs", "dw333_macs", "dw_other_macs",
-            "linear_macs", "elements", "se_elements", "swish_elements")
+            "linear_macs", "elements", "large_elements", "input_reads", "strided_pointwise_macs", "se_elements",
+            "swish_elements")
 _COL = {name: i for i, name in enumerate(FEATURES)}
+# glibc serves allocations above 32 MiB (its largest mmap threshold) with fresh pages every time: writing a
+# tensor that large costs page faults, ~10x the time per element of a reused buffer (on this CPU a stem of
+# 96 channels at 13x80^2, 31.9 MiB per tensor, takes 18 ms; one of 120, 39.9 MiB, 66 ms)
+LARGE_TENSOR_BYTES = 32 << 20
+
+
+def _tensors(key: Key) -> list[int]:
+    """Element counts of the tensors one call of the block allocates (conv, BN, activation, pooling,
+    products and sums; the SE's pooled vectors are negligible)."""
+    kind = key[0]
+    if kind == "stem":
+        _, fam, out, kt, k, s, t, h = key
+        n = out * t * ceil_div(h, s) ** 2
+        return [n] * (4 if fam == "x3d" else 3)
+    if kind == "block":
+        _, fam, cin, b, cout, kt, k, s, t, h, se = key
+        vin, vout = t * h * h, t * ceil_div(h, s) ** 2
+        out = [b * vin] * 3 + [b * vout] * (3 + se) + [cout * vout] * 3
+        if cin != cout:
+            out += [cout * vout] * 2
+        elif s != 1:
+            out += [cin * vout]
+        if fam == "x3d":
+            out += [cout * vout]
+        return out
+    if kind == "head":
+        _, cin, out_, t, h = key
+        return [out_ * t * h * h] * 3
+    return []
 
 
 def _features(key: Key) -> list[float]:
     """The work of one block in units a CPU or GPU pays for (:data:`FEATURES`): MACs per kind of conv,
-    elements the memory-bound ops (BN, activations, pooling, additions) touch, and constants."""
+    elements written (and those written into tensors too large for the allocator to reuse), constants."""
     kind = key[0]
     row = [0.0] * len(FEATURES)
     row[_COL[kind]] = 1.0
+    tensors = _tensors(key)
+    row[_COL["elements"]] = float(sum(tensors))
+    row[_COL["large_elements"]] = float(sum(n for n in tensors if 4 * n > LARGE_TENSOR_BYTES))
     if kind == "stem":
         _, fam, out, kt, k, s, t, h = key
-        ho = ceil_div(h, s)
-        vin, vout = t * h * h, t * ho * ho
+        vout = t * ceil_div(h, s) ** 2
         row[_COL["dense_macs"]] = 3.0 * out * kt * k * k * vout
-        row[_COL["elements"]] = 3.0 * vin + 3.0 * out * vout
         if fam == "x3d":  # X3D's depthwise 5x1x1 temporal conv
             row[_COL["dw_other_macs"]] = 5.0 * out * vout
     elif kind == "block":
         _, fam, cin, b, cout, kt, k, s, t, h, se = key
-        ho = ceil_div(h, s)
-        vin, vout = t * h * h, t * ho * ho
-        row[_COL["pointwise_macs"]] = float(cin * b * vin + b * cout * vout + (cin * cout * vout if cin != cout else 0))
+        vin, vout = t * h * h, t * ceil_div(h, s) ** 2
+        row[_COL["pointwise_macs"]] = float(cin * b * vin + b * cout * vout)
+        if cin != cout:  # the projection shortcut: a 1x1x1 conv, strided with the block
+            row[_COL["pointwise_macs" if s == 1 else "strided_pointwise_macs"]] += float(cin * cout * vout)
+        row[_COL["input_reads"]] = float(cin * vin * (2 if (cin != cout or s != 1) else 1))
         dw = f"dw{kt}{k}{k}_macs" if (kt, k) in _KERNEL_COLUMNS else "dw_other_macs"
         row[_COL[dw]] = float(b * kt * k * k * vout)
-        row[_COL["elements"]] = float(cin * vin + 2 * b * vin + 2 * b * vout + 2 * cout * vout)
         row[_COL["se"]] = float(se)
         row[_COL["se_elements"]] = float(se * b * vout)
         row[_COL["swish_elements"]] = float(b * vout if fam == "x3d" else 0)
     elif kind == "head":
         _, cin, out, t, h = key
-        v = t * h * h
-        row[_COL["pointwise_macs"]] = float(cin * out * v)
-        row[_COL["elements"]] = float(cin * v + 2 * out * v)
+        row[_COL["pointwise_macs"]] = float(cin * out * t * h * h)
+        row[_COL["input_reads"]] = float(cin * t * h * h)
     else:
         _, cin, hidden, classes, t, h = key
-        row[_COL["elements"]] = float(cin * t * h * h)
+        row[_COL["elements"]] = float(cin * t * h * h)  # the global pooling reads the features once
         row[_COL["linear_macs"]] = float(cin * hidden + hidden * classes)
     return row
 
