@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_crops=args.eval_crops, max_concurrent=args.max_concurrent, bins=args.bins,
             bootstrap=args.bootstrap, top_k=args.top_k, seed=args.seed)
         dataset = check_data(parser, args) or synthetic_data(args, out)
-        check_study(config, dataset)
+        models = check_study(config, dataset)
     except StudyError as exc:
         parser.error(f"argument --{exc.field.replace('_', '-')}: {exc.message}")
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     tracking = tracking_from_args(args, out)
     t0 = time.perf_counter()
     try:
-        summary = run_study(config, dataset, out, tracking=tracking)
+        summary = run_study(config, dataset, out, tracking=tracking, models=models)
     except StudyError as exc:
         parser.error(f"argument --{exc.field.replace('_', '-')}: {exc.message}")
     failed = [r["name"] for r in summary.rows if r["error"]]

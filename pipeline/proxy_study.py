@@ -469,22 +469,48 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of every row pair of ``x``, ``y`` (shape ``(B, n)``) at once; NaN where undefined.
+    The same statistic as :func:`kendall` (``scipy.stats.kendalltau``), vectorised for the bootstrap."""
+    sx = np.sign(x[:, :, None] - x[:, None, :])
+    sy = np.sign(y[:, :, None] - y[:, None, :])
+    n = x.shape[1]
+    pairs = n * (n - 1) / 2
+    concordance = (sx * sy).sum(axis=(1, 2)) / 2
+    untied_x = pairs - (sx == 0).sum(axis=(1, 2)) / 2 + n / 2  # the diagonal is not a pair
+    untied_y = pairs - (sy == 0).sum(axis=(1, 2)) / 2 + n / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((untied_x > 0) & (untied_y > 0), concordance / np.sqrt(untied_x * untied_y), np.nan)
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of every row pair (average ranks for ties), vectorised; NaN where undefined."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
+
+
+_ROWS = {"kendall": kendall_rows, "spearman": spearman_rows}
+
+
 def bootstrap_ci(x: Sequence[float], y: Sequence[float], stat: Callable[[Sequence[float], Sequence[float]], float],
                  *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat`` over models resampled with replacement (resamples where the
-    statistic is undefined, e.g. constant accuracy, are dropped). Widened to contain the point estimate when
-    the bootstrap distribution lies on one side of it (only with very few models). NaN when undefined."""
+    """Percentile bootstrap interval of ``stat`` (:func:`kendall` or :func:`spearman`, computed vectorised
+    over the resamples) over models resampled with replacement; resamples where the statistic is undefined
+    (e.g. constant accuracy) are dropped. Widened to contain the point estimate when the bootstrap
+    distribution lies on one side of it (only with very few models). NaN when undefined."""
     x_a, y_a = np.asarray(x, float), np.asarray(y, float)
     point = stat(x_a, y_a)
     if len(x_a) < 3 or not math.isfinite(point):
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(x_a), len(x_a))
-        v = stat(x_a[idx], y_a[idx])
-        if math.isfinite(v):
-            values.append(v)
+    idx = np.random.default_rng(seed).integers(0, len(x_a), (n_boot, len(x_a)))
+    values = _ROWS[stat.__name__](x_a[idx], y_a[idx])
+    values = values[np.isfinite(values)]
     if len(values) < max(10, n_boot // 10):
         return (math.nan, math.nan)
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
@@ -834,10 +860,11 @@ def check_study(config: StudyConfig, dataset: Any) -> list[Model]:
 
 
 def run_study(config: StudyConfig, dataset: Any, out: str | os.PathLike, *, tracking: Any = None,
-              log: Callable[[str], None] = print) -> StudySummary:
+              models: Sequence[Model] | None = None, log: Callable[[str], None] = print) -> StudySummary:
     """Run (or resume) the study on ``dataset`` (a ``pipeline.video.formats.VideoDataset``), writing into
-    ``out``; ``tracking`` (a :class:`pipeline.tracking.Tracking`) for MLflow, None for none. Starts a local
-    Ray (no dashboard) unless one is running."""
+    ``out``; ``tracking`` (a :class:`pipeline.tracking.Tracking`) for MLflow, None for none; ``models``: what
+    :func:`check_study` returned (else sampled again; a resumed study reads its own). Starts a local Ray (no
+    dashboard) unless one is running."""
     import ray
 
     out = Path(out).expanduser().resolve()
@@ -852,7 +879,7 @@ def run_study(config: StudyConfig, dataset: Any, out: str | os.PathLike, *, trac
     if specs_path.is_file():
         models = [Model.from_dict(d) for d in _read_json(specs_path, [])]
     else:
-        models = make_models(config, num_classes)
+        models = list(models) if models is not None else make_models(config, num_classes)
         _write_json(specs_path, [m.to_dict() for m in models])
     if not ray.is_initialized():
         ray.init(include_dashboard=False)

@@ -64,6 +64,22 @@ def test_rank_statistics_and_intervals():
     assert top_k_hit_rate([5, 4, 3, 2, 1], [10, 9, 9, 7, 6], 2) == 1.0  # a tie with the 2nd best counts
 
 
+def test_vectorised_statistics_equal_scipy():
+    import numpy as np
+
+    from pipeline.proxy_study import kendall_rows, spearman_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, (40, 9)).astype(float)  # many ties
+    y = rng.integers(0, 4, (40, 9)).astype(float)
+    x[0], y[1] = 2.0, 3.0  # constant rows: undefined
+    for rows, one in ((kendall_rows, kendall), (spearman_rows, spearman)):
+        got = rows(x, y)
+        want = np.array([one(a, b) for a, b in zip(x, y)])
+        assert np.allclose(got, want, equal_nan=True), (rows.__name__, got - want)
+    assert np.isnan(kendall_rows(x, y)[:2]).all()
+
+
 def test_binned_tau_separates_models_of_equal_flops():
     """A proxy that only tracks FLOPs ranks well globally but not within a FLOPs bin; one that orders models
     of equal FLOPs correctly keeps a high within-bin tau (the paper's argument for STEntr)."""
@@ -137,10 +153,10 @@ def test_study_end_to_end_and_resume(ray4, videos, tmp_path):
     from pipeline.tracking import Tracking
 
     config = StudyConfig(**STUDY)
-    check_study(config, videos)
+    models = check_study(config, videos)
     tracking = Tracking.local(tmp_path / "mlruns", "proxy-study-test")
     out = tmp_path / "study"
-    first = run_study(config, videos, out, tracking=tracking)
+    first = run_study(config, videos, out, tracking=tracking, models=models)
     proxies = config.score_list
     assert {"zen", "maedet", "naswot", "synflow", "stentr", "homoentr", "flops", "params"} <= set(proxies)
 
