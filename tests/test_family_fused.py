@@ -72,7 +72,7 @@ def test_single_units_are_the_e3d_network():
     e3d = zoo.get("E3D-S")
     relabelled = e3d.replace(family="e3d-fused")
     assert cost(relabelled) == cost(e3d) and stentr(relabelled) == pytest.approx(stentr(e3d))
-    assert fusion_pattern(relabelled) == "S|ST|ST|ST|ST"
+    assert fusion_pattern(relabelled) == "S/ST/ST/ST/ST"
 
 
 def test_parallel_sum_entropy_adds_the_branch_variances():

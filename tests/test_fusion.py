@@ -76,10 +76,10 @@ def test_fusion_layer_gates_each_input_and_unit_exactly():
     expect = (layer.s(torch.cat([h0, zero1], 1)) + layer.st(torch.cat([zero0, h1], 1))
               + 0.5 * (layer.sst_s(torch.cat([h0, zero1], 1)) + layer.sst_st(torch.cat([h0, zero1], 1))))
     assert torch.allclose(out, expect, atol=1e-5)
-    assert float(layer(xs, torch.zeros(2, 3)).abs().max()) == 0.0
+    assert float(layer(xs, torch.zeros(2, 3)).detach().abs().max()) == 0.0
     per_example = torch.stack([keep, torch.zeros(2, 3)])  # (B, inputs, units)
     both = layer(xs, per_example)
-    assert torch.allclose(both[0], out[0], atol=1e-5) and float(both[1].abs().max()) == 0.0
+    assert torch.allclose(both[0], out[0], atol=1e-5) and float(both[1].detach().abs().max()) == 0.0
     sq = layer.sq_norms()  # ||w_{i,u}||^2: the unit's weights on input i's channels
     assert float(sq[1, 2]) == pytest.approx(float(layer.sst_s.weight[:, 4:].pow(2).sum()
                                                   + layer.sst_st.weight[:, 4:].pow(2).sum()), rel=1e-6)
@@ -233,3 +233,24 @@ def test_main_job_quick_runs_fusion_end_to_end(tmp_path):
     assert 0 <= float(run["metrics.val_top1"]) <= 100
     artifacts = {a.path for a in mlflow.MlflowClient(result.tracking_uri).list_artifacts(run["run_id"], "fusion")}
     assert {"fusion/fusion_probabilities.csv", "fusion/fusion_heatmap.png"} <= artifacts
+
+
+@pytest.mark.slow  # three Ray Train runs
+def test_search_resumes_the_template_from_its_checkpoint(tmp_path, ray_cluster):
+    """A second search on the same out dir with more epochs continues from the first's last epoch (its rows
+    are kept, not retrained); the same request again trains nothing."""
+    from e3d.strategy import SearchContext
+    from pipeline.train.data import TensorSource
+
+    source = TensorSource.synthetic(num_classes=2, n_train=8, n_val=4, frames=4, size=40, seed=3)
+    options = {"backbone": "table8", "blocks": 1, "layers_per_block": 2, "growth": 4, "stem": 8, "batch_size": 4}
+    request = SearchRequest(budget=Budget(flops=0.03e9), clip=Clip(4, 40), num_classes=2, out_dir=str(tmp_path),
+                            options=options | {"epochs": 1})
+    context = SearchContext(dataset=source, progress=False)
+    first = get_strategy("fusion").search(request, context)
+    longer = replace(request, options=options | {"epochs": 2})
+    second = get_strategy("fusion").search(longer, context)
+    assert len(first.history) == 1 and len(second.history) == 2
+    assert second.history[0] == first.history[0]  # epoch 1 read from the checkpoint, timings included
+    again = get_strategy("fusion").search(longer, context)
+    assert again.history == second.history and again.best.score == second.best.score

@@ -75,12 +75,12 @@ def with_fusion(stage: StageSpec, units: str | Sequence[str], *, kt: int = 3) ->
 
 
 def fusion_pattern(spec: "ArchSpec") -> str:
-    """``S+ST|ST|S|...``: the units per stage (a stage with mixed blocks shows them joined by commas)."""
+    """``S+ST/ST/S/...``: the units per stage (a stage with mixed blocks shows them joined by commas)."""
     parts = []
     for stage in spec.stages:
         units = block_units(stage) if spec.family == FusedFamily.name else [default_unit(stage.kernel)] * stage.layers
         parts.append(units[0] if len(set(units)) == 1 else ",".join(units))
-    return "|".join(parts)
+    return "/".join(parts)
 
 
 def _unit_kernels(unit: str, kernel: tuple[int, int, int]) -> list[tuple[int, int, int]]:

@@ -280,7 +280,7 @@ class FusionStrategy:
         return SearchOutcome(strategy=self.name, score_name=SCORE_NAME, candidates=candidates, history=history,
                              settings=settings_out, wall_s=time.perf_counter() - start,
                              cpu_s=result.cpu_s + float(binfo.get("backbone_cpu_s", 0.0)),
-                             extra={"opt": "|".join(u if isinstance(u, str) else ",".join(u) for u in opt),
+                             extra={"opt": "/".join(u if isinstance(u, str) else ",".join(u) for u in opt),
                                     "template_epochs": recipe.epochs, "template_wall_s": round(result.wall_s, 1)})
 
     def candidates(self, request: SearchRequest, backbone: ArchSpec, marginals: Any, granularity: str,

@@ -132,8 +132,8 @@ def plot_heatmap(path: str | Path, layout: Sequence[tuple[int, int, int]], drop_
     post = unit_posteriors(drop_p)
     marg = layer_marginals(drop_p)
     width = max(p.shape[0] for p in post)
-    fig, axes = plt.subplots(1, 4, figsize=(14, 0.35 * len(layout) + 2.2),
-                             gridspec_kw={"width_ratios": [3] + [max(2, width)] * 3})
+    fig, axes = plt.subplots(1, 4, figsize=(15, 0.35 * len(layout) + 2.2),
+                             gridspec_kw={"width_ratios": [3] + [max(2, width)] * 3, "wspace": 0.15})
     labels = [f"L{layer} (b{block})" for layer, block, _ in layout]
     im = axes[0].imshow(marg, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     axes[0].set_xticks(range(3), UNITS)
@@ -149,7 +149,7 @@ def plot_heatmap(path: str | Path, layout: Sequence[tuple[int, int, int]], drop_
         axes[j + 1].imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         axes[j + 1].set_title(f"{u}: layer x input")
         axes[j + 1].set_xlabel("input (0 = block input)")
-        axes[j + 1].set_yticks(range(len(labels)), [] if j else labels)
+        axes[j + 1].set_yticks(range(len(labels)), [])
     fig.colorbar(im, ax=axes, shrink=0.8, label="P(unit used | data) = 1 - sqrt(p)")
     if title:
         fig.suptitle(title)
