@@ -59,7 +59,7 @@ def random_specs(draw):
         "fusion": [draw(st.sampled_from(FUSION_OPS)) for _ in strides]})
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_specs())
 def test_random_specs_cost_equals_torch_count(spec):
     """Every fusion op, alpha 1-5 with frame counts it does and does not divide, odd sizes, stride-1 stages."""
