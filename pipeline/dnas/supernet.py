@@ -20,7 +20,7 @@ from torch import nn
 
 from e3d.blocks import Classifier, conv_bn
 from e3d.dnas import SKIP, DnasSpace
-from e3d.families.r2plus1d import create_basic_op, create_stack_layer, zero_init_stack_layers
+from e3d.families.r2plus1d import create_basic_op, create_stack_layer
 from e3d.model import init_weights
 
 Weights = Sequence[torch.Tensor]
@@ -65,8 +65,10 @@ class SuperNet(nn.Module):
             prev = st.widths
         self.finals = nn.ModuleList([conv_bn(w, space.head_width) for w in prev])
         self.classifier = Classifier(space.head_width, space.hidden, space.num_classes, dropout)
-        init_weights(self)
-        zero_init_stack_layers(self)
+        # E3D's init without zeroing the residual branches: a stack layer whose last BN starts at zero computes
+        # relu(x + 0) = x (its input is post-ReLU), exactly the skip op, so the cross-entropy could not tell the
+        # ops apart and only the FLOPs term would move alpha (towards skip) until the weights grew
+        init_weights(self, zero_init_residual=False)
 
     def forward(self, x: torch.Tensor, alpha_w: Weights, beta_w: Weights) -> torch.Tensor:
         xs = [self.stem(x)]
