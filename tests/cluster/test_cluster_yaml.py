@@ -77,6 +77,21 @@ def test_aws_node_types_cpu_head_cpu_search_gpu_train(aws):
         assert v["node_config"].get("ImageId"), k
 
 
+def test_aws_node_types_carry_the_resources_the_job_pins_to(aws):
+    """search_cpu (one per CPU) on the search nodes, train_gpu (one per GPU) on the train nodes: the names
+    jobs/search_and_train.py pins its islands and Train workers to, and asks the autoscaler for; so the GPU
+    type can start at zero nodes."""
+    from pipeline.context import SEARCH_RESOURCE
+    from pipeline.train.resources import TRAIN_RESOURCE
+
+    types = aws["available_node_types"]
+    search = [t for t in types.values() if t["resources"].get(SEARCH_RESOURCE)]
+    train = [t for t in types.values() if t["resources"].get(TRAIN_RESOURCE)]
+    assert search and all(t["resources"][SEARCH_RESOURCE] == t["resources"]["CPU"] for t in search)
+    assert train and all(t["resources"][TRAIN_RESOURCE] == t["resources"].get("GPU") for t in train)
+    assert all(t["min_workers"] == 0 for t in train), "the job asks for train nodes: none need to idle"
+
+
 def test_aws_setup_installs_the_project_from_its_repository(aws):
     cmds = "\n".join(aws["setup_commands"])
     assert "git clone" in cmds
