@@ -26,8 +26,8 @@ def fused_stage(draw, stride):
                                                              max_size=layers)))
     listed = [units] * layers if isinstance(units, str) else units
     kernel = (1, k, k) if all(u == "S" for u in listed) else (kt, k, k)
-    return StageSpec(kernel=kernel, out=draw(widths), bottleneck=draw(widths), layers=layers, stride=(1, stride, stride),
-                     extra=make_extra({"fusion": units}))
+    return StageSpec(kernel=kernel, out=draw(widths), bottleneck=draw(widths), layers=layers,
+                     stride=(1, stride, stride), extra=make_extra({"fusion": units}))
 
 
 @st.composite

@@ -80,9 +80,10 @@ def test_fusion_layer_gates_each_input_and_unit_exactly():
     per_example = torch.stack([keep, torch.zeros(2, 3)])  # (B, inputs, units)
     both = layer(xs, per_example)
     assert torch.allclose(both[0], out[0], atol=1e-5) and float(both[1].detach().abs().max()) == 0.0
-    sq = layer.sq_norms()  # ||w_{i,u}||^2: the unit's weights on input i's channels
-    assert float(sq[1, 2]) == pytest.approx(float(layer.sst_s.weight[:, 4:].pow(2).sum()
-                                                  + layer.sst_st.weight[:, 4:].pow(2).sum()), rel=1e-6)
+    with torch.no_grad():
+        sq = layer.sq_norms()  # ||w_{i,u}||^2: the unit's weights on input i's channels
+        expect_sq = layer.sst_s.weight[:, 4:].pow(2).sum() + layer.sst_st.weight[:, 4:].pow(2).sum()
+    assert float(sq[1, 2]) == pytest.approx(float(expect_sq), rel=1e-6)
 
 
 def test_template_layout_and_modes():

@@ -54,9 +54,11 @@ def scale_widths(spec: ArchSpec, factor: float) -> ArchSpec:
     """Every width (stem, stage outputs and bottlenecks, head) times ``factor``, rounded to multiples of 8."""
     if factor == 1.0:
         return spec
-    stages = tuple(replace(s, out=round8(s.out * factor), bottleneck=round8(s.bottleneck * factor)) for s in spec.stages)
-    return spec.replace(stem=ConvSpec(spec.stem.kernel, round8(spec.stem.out * factor), spec.stem.stride),
-                        stages=stages, head=ConvSpec(spec.head.kernel, round8(spec.head.out * factor), spec.head.stride))
+    stages = tuple(replace(s, out=round8(s.out * factor), bottleneck=round8(s.bottleneck * factor))
+                   for s in spec.stages)
+    stem, head = spec.stem, spec.head
+    return spec.replace(stem=ConvSpec(stem.kernel, round8(stem.out * factor), stem.stride), stages=stages,
+                        head=ConvSpec(head.kernel, round8(head.out * factor), head.stride))
 
 
 def fused(spec: ArchSpec, units: list[Any], name: str, *, kt: int = 3) -> ArchSpec:
@@ -72,7 +74,9 @@ def fused(spec: ArchSpec, units: list[Any], name: str, *, kt: int = 3) -> ArchSp
 
 def units_of(spec: ArchSpec) -> list[str]:
     """The units a plain e3d spec runs: ST where a stage's kernel has time, S otherwise."""
-    return ["ST" if s.kernel[0] > 1 else "S" for s in spec.stages]
+    from ..families.fused import default_unit  # noqa: PLC0415
+
+    return [default_unit(s.kernel) for s in spec.stages]
 
 
 class BudgetError(ValueError):
@@ -125,10 +129,12 @@ class FusionStrategy:
                         or v <= 0:
                     raise RequestError(f"options.{key}", f"strategy 'fusion': option {key!r} must be a positive "
                                                          f"{'integer' if kind is int else 'number'}, got {v!r}")
-        for key in ("init_drop", "compression"):
-            if key in opts and not 0 < opts[key] < 1 + (key == "compression"):
-                raise RequestError(f"options.{key}", f"strategy 'fusion': option {key!r} must be in (0, 1), "
-                                                     f"got {opts[key]!r}")
+        if "init_drop" in opts and not opts["init_drop"] < 1:
+            raise RequestError("options.init_drop", f"strategy 'fusion': option 'init_drop' must be in (0, 1), "
+                                                    f"got {opts['init_drop']!r}")
+        if "compression" in opts and not opts["compression"] <= 1:
+            raise RequestError("options.compression", f"strategy 'fusion': option 'compression' must be in (0, 1], "
+                                                      f"got {opts['compression']!r}")
         if "template_dropout" in opts and not opts["template_dropout"] < 1:
             raise RequestError("options.template_dropout", "strategy 'fusion': template_dropout must be < 1")
         for key in ("template_kernel", "kt"):
@@ -350,9 +356,9 @@ class FusionStrategy:
 
 def _network_key(spec: ArchSpec) -> tuple:
     """Two specs that build the same network (an all-S / all-ST e3d-fused spec is the plain e3d one)."""
-    from ..families.fused import block_units  # noqa: PLC0415
+    from ..families.fused import block_units, default_unit  # noqa: PLC0415
 
-    units = tuple(tuple(block_units(s)) if spec.family == "e3d-fused" else (("ST" if s.kernel[0] > 1 else "S"),) * s.layers
+    units = tuple(tuple(block_units(s)) if spec.family == "e3d-fused" else (default_unit(s.kernel),) * s.layers
                   for s in spec.stages)
     shape = tuple((s.kernel, s.out, s.bottleneck, s.layers, s.stride) for s in spec.stages)
     return (spec.frames, spec.size, spec.stem, shape, spec.head, spec.hidden, spec.num_classes, units)

@@ -72,8 +72,8 @@ def run_comparison(config: Any, *, verbose: bool = True) -> Comparison:
                      "best_clip_top1": result.best_val_top1, "mv_top1": result.mv_top1, "epochs": result.epochs,
                      "train_time_s": round(result.train_time_s, 1), "error": result.error})
     table = format_rows(rows)
-    (out / "fusion_comparison.json").write_text(json.dumps({"rows": rows, "opt": outcome.extra.get("opt"),
-                                                            "settings": outcome.settings}, indent=2, default=str) + "\n")
+    record = {"rows": rows, "opt": outcome.extra.get("opt"), "settings": outcome.settings}
+    (out / "fusion_comparison.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     (out / "fusion_comparison.md").write_text(table + "\n")
     if verbose:
         print("\n" + table)
@@ -86,8 +86,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         same = f" (= {', '.join(r['same_as'])})" if r["same_as"] else ""
         lp = "" if r["log_prob"] is None else f"{r['log_prob']:.2f}"
-        lines.append(f"| {r['variant']}{same} | {r['fusion']} | {r['kernels']} | {r['gflops']:.4f} | {r['mparams']:.3f} "
-                     f"| {lp} | {r['clip_top1']:.1f} | {r['best_clip_top1']:.1f} | {r['mv_top1']:.1f} |")
+        lines.append(f"| {r['variant']}{same} | {r['fusion']} | {r['kernels']} | {r['gflops']:.4f} "
+                     f"| {r['mparams']:.3f} | {lp} | {r['clip_top1']:.1f} | {r['best_clip_top1']:.1f} | {r['mv_top1']:.1f} |")
     return "\n".join(lines)
 
 
