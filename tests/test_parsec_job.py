@@ -75,3 +75,27 @@ def test_search_resumes_from_its_checkpoint(job):
     assert [h["epoch"] for h in again.history] == [1, 2, 3]
     assert again.history[:2] == first  # not trained again
     assert again.history[2]["session_start_epoch"] == 2
+
+
+@pytest.mark.slow
+def test_two_workers_draw_the_same_architectures_and_agree(tmp_path):
+    """Two Ray Train workers (gloo): summed log-likelihoods and gradients keep alpha and the weights identical on
+    both workers (the loop measures their spread every epoch)."""
+    from e3d.strategy import Budget, Clip, SearchContext, SearchRequest, get_strategy
+    from pipeline.train.data import TensorSource
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        source = TensorSource.synthetic(num_classes=2, n_train=16, n_val=4, frames=8, size=40)
+        request = SearchRequest(budget=Budget(flops=0.03e9), clip=Clip(8, 40), num_classes=2, out_dir=str(tmp_path),
+                                options={"epochs": 2, "samples": 3, "batch_size": 4, "workers": 2,
+                                         "expected_draws": 4})
+        outcome = get_strategy("parsec").search(request, SearchContext(dataset=source))
+    finally:
+        ray.shutdown()
+    assert outcome.settings["plan"]["num_workers"] == 2
+    assert [h["steps"] for h in outcome.history] == [2, 2]  # 16 clips / 2 workers / batch 4
+    assert outcome.history[-1]["arch_updates"] == 1
+    assert all(h["alpha_spread"] == 0.0 and h["weights_spread"] == 0.0 for h in outcome.history)

@@ -17,6 +17,8 @@ per 256 clips), ``batch_size`` (the job recipe's, else 8), ``weight_decay`` (5e-
 ``warmup`` (0.25: fraction of epochs, per search part, that train weights only), ``staged`` (false: Table 2's
 two parts, sparse stream then dense stream + fusion), ``stage_split`` (2/3: the sparse part's share of the
 epochs, Table 2's 800 / 1200), ``top_k`` (candidates returned, default K), ``workers`` (Ray Train workers),
+``recompute`` (false: keep the K graphs of a step; true: score without graphs and re-run the architectures that
+carry the weight, less memory),
 ``expected_draws`` (64: draws for the logged expected FLOPs) and the space: ``alpha`` (4), ``stem`` (16),
 ``dense_stem`` (8), ``head`` (432), ``hidden`` (2048), ``widths`` ([24, 48, 96, 192]: the sparse stages' base
 widths), ``dense_ratio`` (0.25), ``width_mults`` ([0.5, 0.75, 1.0]), ``depths`` ([1, 2, 3]), ``kernels``
@@ -164,8 +166,8 @@ class TwoStreamSpace:
         key = (kernel, width, depth)
         st = self._stages.get(key)
         if st is None:
-            st = self._stages[key] = StageSpec(kernel=kernel, out=width, bottleneck=round8(self.config.expansion * width),
-                                               layers=depth, stride=(1, 2, 2))
+            st = self._stages[key] = StageSpec(kernel=kernel, out=width, layers=depth, stride=(1, 2, 2),
+                                               bottleneck=round8(self.config.expansion * width))
         return st
 
     def parts(self, index: Sequence[int]) -> tuple[tuple[StageSpec, ...], tuple[StageSpec, ...], tuple[str, ...]]:
@@ -334,6 +336,7 @@ class ParsecSettings:
     warmup: float = 0.25
     staged: bool = False
     stage_split: float = 2 / 3
+    recompute: bool = False
     top_k: int | None = None
     workers: int | None = None
     expected_draws: int = 64
@@ -387,14 +390,16 @@ def settings_from_request(request: SearchRequest, recipe: Any = None) -> ParsecS
         v = options.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v)):
             raise RequestError(f"options.{key}", f"strategy 'parsec': option {key!r} must be a number >= 0, got {v!r}")
-    if "staged" in options and not isinstance(options["staged"], bool):
-        raise RequestError("options.staged", f"strategy 'parsec': option 'staged' is true or false, "
-                                             f"got {options['staged']!r}")
+    for key in ("staged", "recompute"):
+        if key in options and not isinstance(options[key], bool):
+            raise RequestError(f"options.{key}", f"strategy 'parsec': option {key!r} is true or false, "
+                                                 f"got {options[key]!r}")
     for key in ("warmup", "momentum", "stage_split", "band_low"):
         v = options.get(key)
         if v is not None and not (0 <= v < 1 if key in ("warmup", "momentum") else 0 < v < 1):
-            raise RequestError(f"options.{key}", f"strategy 'parsec': option {key!r} must be in "
-                                                 f"{'[0, 1)' if key in ('warmup', 'momentum') else '(0, 1)'}, got {v!r}")
+            interval = "[0, 1)" if key in ("warmup", "momentum") else "(0, 1)"
+            raise RequestError(f"options.{key}", f"strategy 'parsec': option {key!r} must be in {interval}, "
+                                                 f"got {v!r}")
     for key in ("epsilon", "arch_lr", "lr"):
         if options.get(key) == 0:
             raise RequestError(f"options.{key}", f"strategy 'parsec': option {key!r} must be > 0")

@@ -9,10 +9,11 @@ the epoch loop. :mod:`pipeline.parsec.loop` runs it inside Ray Train; tests run 
     engine.state_dict()                            # everything to resume: weights, alpha, optimizers, history
 
 A step (supplement §1): sample ``K`` architectures from ``P(A | alpha)`` (seeded per epoch, so a resumed run
-draws what an uninterrupted one would), score each on the batch without gradients (``l_k``, the summed
-log-likelihood), weight them by ``v = softmax(l)``, take one SGD step on ``-sum_k v_k l_k`` (the architectures
-holding all but 0.1 % of the weight are run again with gradients), then, after the part's warm-up, one Adam step
-on alpha with :func:`pipeline.parsec.distribution.surrogate`. With several workers the log-likelihoods and the
+draws what an uninterrupted one would), run each on the batch (``l_k``, the summed log-likelihood), weight them
+by ``v = softmax(l)``, take one SGD step on ``-sum_k v_k l_k``, then, after the part's warm-up, one Adam step on
+alpha with :func:`pipeline.parsec.distribution.surrogate`. The K graphs are kept until the weighted backward;
+with ``recompute`` (less memory) the K forwards run without graphs and the architectures holding all but 0.1 %
+of the weight run again with gradients. With several workers the log-likelihoods and the
 weight gradients are summed over all of them; every worker draws the same architectures.
 """
 from __future__ import annotations
@@ -96,26 +97,36 @@ class ParsecEngine:
         flops = [self.space.flops(r) for r in rows]
         penalty = torch.tensor([self.penalty(f) for f in flops], dtype=torch.float64)
         net = self.supernet.train()
-        with torch.no_grad():
-            ll = torch.stack([-F.cross_entropy(net(x, sp), y, reduction="sum") for sp in specs]).double().cpu()
-        packed = self._sum(torch.cat([ll, torch.tensor([float(y.numel())], dtype=torch.float64)]))
+        self.opt_w.zero_grad(set_to_none=True)
+        if s.recompute:  # score without graphs, then run again the architectures that carry the weight
+            with torch.no_grad():
+                ll = torch.stack([-F.cross_entropy(net(x, sp), y, reduction="sum") for sp in specs])
+            losses = None
+        else:  # one forward per architecture, every graph kept until the weighted backward
+            losses = [F.cross_entropy(net(x, sp), y, reduction="sum") for sp in specs]
+            ll = -torch.stack([loss.detach() for loss in losses])
+        packed = self._sum(torch.cat([ll.double().cpu(), torch.tensor([float(y.numel())], dtype=torch.float64)]))
         ll, clips = packed[:-1], float(packed[-1])
         v = posterior_weights(ll)
 
-        # weights: -sum_k v_k l_k / clips, over the architectures that hold KEPT_WEIGHT of v
-        order = sorted(range(len(rows)), key=lambda k: -float(v[k]))
-        kept, mass = [], 0.0
-        for k in order:
-            kept.append(k)
-            mass += float(v[k])
-            if mass >= KEPT_WEIGHT:
-                break
-        self.opt_w.zero_grad(set_to_none=True)
-        weighted_ce = 0.0
-        for k in kept:
-            loss = F.cross_entropy(net(x, specs[k]), y, reduction="sum")
-            (float(v[k]) * loss / clips).backward()
-            weighted_ce += float(v[k]) * float(loss.detach())
+        # weights: -sum_k v_k l_k / clips (with recompute: over the architectures holding KEPT_WEIGHT of v)
+        if losses is not None:
+            kept = list(range(len(rows)))
+            sum(float(v[k]) * losses[k] for k in kept).div(clips).backward()
+            weighted_ce = sum(float(v[k]) * float(losses[k].detach()) for k in kept)
+        else:
+            order = sorted(range(len(rows)), key=lambda k: -float(v[k]))
+            kept, mass = [], 0.0
+            for k in order:
+                kept.append(k)
+                mass += float(v[k])
+                if mass >= KEPT_WEIGHT:
+                    break
+            weighted_ce = 0.0
+            for k in kept:
+                loss = F.cross_entropy(net(x, specs[k]), y, reduction="sum")
+                (float(v[k]) * loss / clips).backward()
+                weighted_ce += float(v[k]) * float(loss.detach())
         if self.all_reduce is not None:
             for p in self.supernet.parameters():
                 if p.grad is None:

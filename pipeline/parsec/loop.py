@@ -140,6 +140,11 @@ def parsec_loop_per_worker(config: dict[str, Any]) -> None:
             row |= engine.validate(batches(val, settings.batch_size, device))
         row["cpu_s"] = float(engine._sum(torch.tensor(row["cpu_s"], dtype=torch.float64)))  # all workers
         row["session_start_epoch"] = start
+        if world > 1:  # every worker must hold the same alpha and weights (0 unless something is wrong)
+            weights = torch.cat([p.detach().flatten() for p in engine.supernet.parameters()])
+            for key, values in (("alpha_spread", engine.dist.alpha.detach()), ("weights_spread", weights)):
+                mean = _all_reduce(values.double()) / world
+                row[key] = float(_all_reduce(((values.double() - mean) ** 2).sum()))
         engine.end_epoch(row)
         logger.on_epoch(row)
         if rank == 0:

@@ -164,7 +164,8 @@ class TwoStreamSupernet(nn.Module):
             dense.append(SlicedStage(c_d, round8(c.expansion * wd), wd, depth, kernel))
             fusions.append(FusionPoint(wd, ws, c.alpha))
             c_s, c_d = ws, wd
-        self.stages, self.dense_stages, self.fusions = nn.ModuleList(stages), nn.ModuleList(dense), nn.ModuleList(fusions)
+        self.stages, self.dense_stages = nn.ModuleList(stages), nn.ModuleList(dense)
+        self.fusions = nn.ModuleList(fusions)
         # the head conv over [sparse, pooled dense] as two convs, so each stream's channels slice on their own
         self.head_sparse = nn.Conv3d(c_s, c.head, 1, bias=False)
         self.head_dense = nn.Conv3d(c_d, c.head, 1, bias=False)
