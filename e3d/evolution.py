@@ -192,7 +192,11 @@ _COUNTERS = ("accepted", "worse", "duplicates", "over_budget", "over_layers", "i
 class Evolution:
     """Algorithm 1's population and loop; see the module docstring."""
 
-    def __init__(self, config: SearchConfig, initial: ArchSpec | Sequence[ArchSpec]):
+    def __init__(self, config: SearchConfig, initial: ArchSpec | Sequence[ArchSpec], *,
+                 constraint: Callable[[Genome], bool] | None = None):
+        """``constraint``: a further limit a genome must meet (e.g. a latency budget); called only for
+        mutants within the FLOPs, params and layer limits, and counted as ``over_budget`` when it fails."""
+        self.constraint = constraint
         specs = [initial] if isinstance(initial, ArchSpec) else list(initial)
         if not specs:
             raise ValueError("Evolution needs an initial structure or population")
@@ -213,6 +217,8 @@ class Evolution:
                 continue
             flops, params, layers, score = self.evaluator.evaluate(genome)
             problem = self.over_limits(flops, params, layers)
+            if problem is None and constraint is not None and not constraint(genome):
+                problem = "exceeds the search's further constraint (e.g. its latency budget)"
             if problem or score is None:
                 raise SpecError(f"initial structure {spec.name!r} " +
                                 (problem or "has an infinite STEntr refinement factor"))
@@ -270,6 +276,8 @@ class Evolution:
             counts["invalid"] += 1
         elif len(self._genomes) >= c.population_size and score < self._heap[0][0]:
             counts["worse"] += 1
+        elif self.constraint is not None and not self.constraint(genome):
+            counts["over_budget"] += 1
         else:
             counts["accepted"] += 1
             self._insert(genome, score, flops, params, layers)
@@ -287,6 +295,7 @@ class Evolution:
         budget_params = c.budget_params if c.budget_params is not None else float("inf")
         max_layers = c.max_layers if c.max_layers is not None else 1 << 62
         accepted = worse = duplicates = over_budget = over_layers = invalid = 0
+        constraint = self.constraint
         for _ in range(iterations):
             child = mutate(genomes[rng.randrange(len(genomes))], rng)
             if child in index:
@@ -301,6 +310,8 @@ class Evolution:
                 invalid += 1
             elif len(genomes) >= size and score < heap[0][0]:
                 worse += 1
+            elif constraint is not None and not constraint(child):
+                over_budget += 1
             else:
                 accepted += 1
                 self._insert(child, score, flops, params, layers)
@@ -363,10 +374,12 @@ class Evolution:
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "Evolution":
+    def from_state_dict(cls, state: dict[str, Any], *,
+                        constraint: Callable[[Genome], bool] | None = None) -> "Evolution":
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported search state version {state.get('version')!r}")
         self = cls.__new__(cls)
+        self.constraint = constraint
         config = SearchConfig.from_dict(state["config"])
         template = ArchSpec.from_dict(state["template"])
         self.config, self.space = config, config.space(template)
@@ -420,7 +433,8 @@ def run_name(config: SearchConfig) -> str:
 
 
 def search(config: SearchConfig, out_dir: str | Path | None = None, progress: bool | None = None,
-           initial: ArchSpec | Sequence[ArchSpec] | None = None) -> SearchResult:
+           initial: ArchSpec | Sequence[ArchSpec] | None = None,
+           constraint: Callable[[Genome], bool] | None = None) -> SearchResult:
     """Run the whole search in this process; write the outputs to ``out_dir`` when given.
 
     ``progress``: a progress bar on stderr (None: only when stderr is a terminal).
@@ -428,7 +442,7 @@ def search(config: SearchConfig, out_dir: str | Path | None = None, progress: bo
     from .progress import Progress  # noqa: PLC0415 - keeps `import e3d.evolution` light
     from . import search_io  # noqa: PLC0415 - pyarrow/matplotlib only when writing
 
-    evo = Evolution(config, initial if initial is not None else config.initial_spec())
+    evo = Evolution(config, initial if initial is not None else config.initial_spec(), constraint=constraint)
     history: list[ChunkStats] = []
     start = time.perf_counter()
     with Progress(config.iterations, enabled=progress, unit="it") as bar:

@@ -118,7 +118,9 @@ def spec_params(spec: ArchSpec) -> dict[str, Any]:
         "depths": "-".join(map(str, s["depths"])), "widths": "-".join(map(str, s["widths"])),
         "bottlenecks": "-".join(map(str, s["bottlenecks"])), "input": f"{spec.frames}x{spec.size}x{spec.size}",
         "stem": s["stem"], "head": s["head"], "family": spec.family,
-    }
+    } | ({"family_fields": json.dumps({"arch": {k: v for k, v in spec.to_dict().items() if k in dict(spec.extra)},
+                                       "stages": [{k: st.get(k) for k, _ in st.extra} for st in spec.stages]})[:6000]}
+         if spec.extra or any(st.extra for st in spec.stages) else {})
 
 
 def log_spec(mlflow: Any, spec: ArchSpec, artifact_path: str = "spec") -> None:

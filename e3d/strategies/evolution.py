@@ -64,6 +64,19 @@ def field_of(message: str, request: SearchRequest) -> str:
     return "options"
 
 
+def latency_constraint(request: SearchRequest, context: SearchContext, space: Any):
+    """A genome -> "within the latency budget" check from ``context.latency`` (a spec -> ms callable or an
+    object with ``predict``); None without a latency budget."""
+    if request.budget.latency_ms is None:
+        return None
+    if context.latency is None:
+        raise RequestError("budget.latency_ms", "a latency budget needs a latency predictor (SearchContext.latency;"
+                                                " the jobs build one from --latency-device)")
+    predict = getattr(context.latency, "predict", context.latency)
+    limit = request.budget.latency_ms
+    return lambda genome: predict(space.decode(genome)) <= limit
+
+
 class EvolutionStrategy:
     name = "evolution"
     description = "E3D's evolutionary search maximising a score under the budget (Algorithm 1); Ray islands"
@@ -83,8 +96,6 @@ class EvolutionStrategy:
             message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
             raise RequestError(field_of(message, request), message) from None
         check_start(start, request, "the initial structure")
-        if request.budget.latency_ms is not None:
-            raise RequestError("budget.latency_ms", "strategy 'evolution' does not take a latency budget yet")
 
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
         from ..evolution import search  # noqa: PLC0415
@@ -94,8 +105,9 @@ class EvolutionStrategy:
         config = search_config(request)
         name = request.name or run_name(config)
         start, cpu0 = time.perf_counter(), time.process_time()
-        if context.evolution_backend is None:
-            result = search(config, progress=context.progress)
+        constraint = latency_constraint(request, context, config.space(config.initial_spec()))
+        if context.evolution_backend is None or constraint is not None:  # a predictor stays in this process
+            result = search(config, progress=context.progress, constraint=constraint)
             history = [h.to_dict() for h in result.history]
             cpu_s = time.process_time() - cpu0
             extra: dict[str, Any] = {"iterations": sum(h["iterations"] for h in history), "backend": "process"}

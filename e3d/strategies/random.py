@@ -26,7 +26,7 @@ from ..evaluator import Evaluator
 from ..space import Genome, SearchSpace, SpaceSettings
 from ..strategy import (CPU_ONLY, Budget, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest,
                         check_known_options, check_score, register_strategy)
-from .evolution import field_of, search_config
+from .evolution import field_of, latency_constraint, search_config
 
 _SPACE = tuple(f.name for f in fields(SpaceSettings))
 OPTIONS = ("samples", "chunk", "max_draws", "thin", "preset", "initial") + _SPACE
@@ -151,12 +151,9 @@ class RandomSearch:
                                    or options[key] < 1):
                 raise RequestError(f"options.{key}", f"strategy 'random': option {key!r} must be a positive "
                                                      f"integer, got {options[key]!r}")
-        if request.budget.latency_ms is not None:
-            raise RequestError("budget.latency_ms", "strategy 'random' takes a latency budget only with a "
-                                                    "latency predictor (not wired yet)")
         space, evaluator = self._space(request)
         try:
-            UniformSampler(space, evaluator, request.budget, random.Random(0), burn_in=0)
+            UniformSampler(space, evaluator, replace(request.budget, latency_ms=None), random.Random(0), burn_in=0)
         except ValueError as exc:
             raise RequestError("budget.flops", str(exc)) from None
 
@@ -182,7 +179,11 @@ class RandomSearch:
         space, evaluator = self._space(request)
         template = space.template
         start, cpu0 = time.perf_counter(), time.process_time()
-        sampler = UniformSampler(space, evaluator, request.budget, random.Random(request.seed), thin=thin)
+        # latency is not monotone in the sampler's sense: the chain walks the FLOPs/params/layers-feasible set
+        # and draws over the latency budget are skipped (uniform over the networks within every limit)
+        sampler = UniformSampler(space, evaluator, replace(request.budget, latency_ms=None), random.Random(request.seed),
+                                 thin=thin)
+        constraint = latency_constraint(request, context, space)
         found: dict[Genome, float] = {}
         history: list[dict[str, Any]] = []
         draws = rejected = duplicates = invalid = 0
@@ -201,8 +202,7 @@ class RandomSearch:
                 if score is None:
                     invalid += 1
                     continue
-                if context.latency is not None and request.budget.latency_ms is not None and \
-                        context.latency(space.decode(genome)) > request.budget.latency_ms:
+                if constraint is not None and not constraint(genome):
                     rejected += 1
                     continue
                 found[genome] = score
