@@ -98,6 +98,7 @@ class JobConfig:
     tracking_uri: str | None = None
     experiment: str = "e3d-search-and-train"
     log_model: bool = True
+    latency: dict[str, Any] | None = None  # the latency table's settings with a latency budget (e3d.options)
 
     @property
     def seed(self) -> int:
@@ -326,6 +327,10 @@ def run_search(config: JobConfig, out: Path, tracking: Any, dataset: Any, *, say
     with tracking.run(f"search-{strategy.name}", tags={"e3d.stage": "search", "e3d.strategy": strategy.name}) as run:
         context = SearchContext(evolution_backend=backend, tracking=tracking, progress=False,
                                 extra={"mlflow_run_id": run.info.run_id, "seed": config.seed})
+        if request.budget.latency_ms is not None:
+            from e3d.options import latency_predictor
+
+            context.latency = latency_predictor(config.latency, request)
         if "data" in strategy.needs:  # the strategies that train see the job's data, clip and recipe
             context.dataset, context.clip, context.recipe = dataset, config.clip, config.recipe
         outcome = strategy.search(request, context)
@@ -435,7 +440,10 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
                                        storage=store.where("train/train") if store.remote else None)
         store.push()
         table = format_table(results)
-        skipped = skipped_report(log=False)
+        try:
+            skipped = skipped_report(log=False)
+        except Exception as exc:  # a report, never a reason to fail the job (its actor may be on a lost node)
+            skipped = {"error": f"{type(exc).__name__}: {exc}"}
         for r in results:
             if r.ok:
                 mlflow.log_metric(f"{r.name}_mv_top1", r.mv_top1)

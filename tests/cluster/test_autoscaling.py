@@ -2,8 +2,9 @@
 starts), its node types taken from ``cluster.yaml`` and scaled to this machine: a CPU-less head, the search
 type (``min_workers`` 1) and the train type (``min_workers`` 0; its GPU replaced by ``train_gpu`` alone).
 The quick job asks the autoscaler for the train node when it reaches training and releases it after: the
-train node is absent while the job searches, appears for training (its Train workers run there) and goes
-away after ``idle_timeout_minutes``. All on 127.0.0.1; marked ``cluster`` (``make test-cluster``)."""
+train node is absent while the job searches (its second island gets a second search node from the
+autoscaler), appears for training (its Train workers run there) and goes away after
+``idle_timeout_minutes``. All on 127.0.0.1; marked ``cluster`` (``make test-cluster``)."""
 from __future__ import annotations
 
 import json
@@ -28,7 +29,8 @@ MB = 1024 * 1024
 def fake_config(path: Path = REPO / "cluster.yaml", idle_minutes: float = 0.1) -> dict:
     """``cluster.yaml``'s node types for the fake provider: a search node gets 1 CPU, a train node 2; a
     resource counted per CPU (``search_cpu``) follows the CPUs, one counted per GPU (``train_gpu``) stays;
-    GPUs are dropped (this machine has none: ``train_gpu`` is what the job pins to); one node per type."""
+    GPUs are dropped (this machine has none: ``train_gpu`` is what the job pins to); at most two search nodes
+    (the job's two islands) and one train node."""
     aws = yaml.safe_load(path.read_text())
     head = aws["head_node_type"]
     types = {"ray.head.default": {"resources": dict(aws["available_node_types"][head]["resources"]),
@@ -41,7 +43,7 @@ def fake_config(path: Path = REPO / "cluster.yaml", idle_minutes: float = 0.1) -
         cpus = 2 if gpus else 1
         scaled = {k: (cpus if v == res.get("CPU") else v) for k, v in res.items()}
         types[name] = {"resources": scaled | {"CPU": cpus, "object_store_memory": 100 * MB}, "node_config": {},
-                       "min_workers": t["min_workers"], "max_workers": min(1, t["max_workers"])}
+                       "min_workers": t["min_workers"], "max_workers": min(1 if gpus else 2, t["max_workers"])}
     return {"cluster_name": "e3d-fake", "max_workers": len(types) - 1, "idle_timeout_minutes": idle_minutes,
             "upscaling_speed": 1.0, "head_node_type": "ray.head.default", "available_node_types": types,
             "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
@@ -97,8 +99,10 @@ def test_train_node_appears_for_training_and_goes_away_after(tmp_path):
         runner = threading.Thread(target=job, daemon=True)
         j0 = time.monotonic()
         runner.start()
+        train_nodes: set[str] = set()  # every node that carried train_gpu while the job ran
         while runner.is_alive() and time.monotonic() - j0 < 1200:
             timeline.append((time.time(), units(TRAIN)))
+            train_nodes |= {n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(TRAIN)}
             time.sleep(1.0)
         runner.join(timeout=5)
         assert not runner.is_alive(), "the job did not finish in time"
@@ -111,7 +115,6 @@ def test_train_node_appears_for_training_and_goes_away_after(tmp_path):
         searched_at = (out / "search" / "outcome.json").stat().st_mtime
         assert min(up) > searched_at, "the train node came up before the search ended"
         # the Train workers ran on the train node the autoscaler started
-        train_nodes = {n["NodeID"] for n in ray.nodes() if n.get("Resources", {}).get(TRAIN)}
         workers = sim.actors("RayTrainWorker")
         assert workers and {w["node_id"] for w in workers} <= train_nodes, (workers, train_nodes)
         released = time.monotonic()

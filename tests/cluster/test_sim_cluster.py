@@ -23,6 +23,8 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -53,15 +55,16 @@ def _bounded(predicate, timeout: float, what: str, poll: float = 0.5):
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 and the usual AWS variables pointing at it (set before the cluster
-    starts, so every Ray worker inherits them)."""
+    starts, so every Ray worker inherits them); the jobs' working copies under a temporary folder."""
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+           "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true",
+           "E3D_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     client = boto3.client("s3")
@@ -117,9 +120,9 @@ def s3_job(cluster, s3, tmp_path_factory):
     from pipeline.search_and_train import JobConfig, quick, run_job
 
     cwd = tmp_path_factory.mktemp("cwd")
-    cache = tmp_path_factory.mktemp("cache")
+    cache = Path(os.environ["E3D_CACHE_DIR"])
     uri = f"s3://{BUCKET}/runs/quick"
-    config = quick(JobConfig(out_dir=uri, cache_dir=str(cache)))
+    config = quick(JobConfig(out_dir=uri))
     old = os.getcwd()
     os.chdir(cwd)  # anything written relative to the working directory would show up here
     try:
@@ -180,17 +183,35 @@ def test_everything_the_job_writes_is_under_out_on_s3(s3_job, s3):
     shutil.rmtree(scratch)
 
 
-def test_a_rerun_from_an_empty_working_copy_resumes_from_s3(s3_job):
-    """The store holds all the job needs: a rerun whose working copy is gone (a new head node) reads the
-    finished search and the finished candidate back instead of redoing them, in the same MLflow runs."""
-    from pipeline.search_and_train import run_job
+RERUN = """
+import json, ray
+from pipeline.search_and_train import JobConfig, quick, run_job
+ray.init(address={address!r}, log_to_driver=False)
+r = run_job(quick(JobConfig(out_dir={uri!r})), verbose=False)
+print("RESULT " + json.dumps({{"parent": r.parent_run_id, "resumed": bool(r.search_summary.get("resumed")),
+                              "best": r.best_spec.to_dict(), "history": r.candidates[0].history}}))
+"""
+
+
+def test_a_rerun_from_an_empty_working_copy_resumes_from_s3(s3_job, cluster):
+    """The store holds all the job needs: with its working copy gone, a new driver process (as on a new
+    head node) reads the finished search and the finished candidate back from S3 instead of redoing them,
+    in the same MLflow runs."""
+    from pipeline.search_and_train import OutDir
 
     first = s3_job["result"]
-    shutil.rmtree(s3_job["cache"])
-    again = run_job(s3_job["config"], verbose=False)
-    assert again.parent_run_id == first.parent_run_id
-    assert again.search_summary.get("resumed") and again.best_spec == first.best_spec
-    assert again.candidates[0].history == first.candidates[0].history  # not trained again
+    work = OutDir(s3_job["uri"]).local  # the default working copy ($E3D_CACHE_DIR)
+    assert (work / "summary.json").is_file()
+    shutil.rmtree(work)
+    proc = subprocess.run([sys.executable, "-c", RERUN.format(address=cluster.address, uri=s3_job["uri"])],
+                          capture_output=True, text=True, timeout=900, env=dict(os.environ))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    again = json.loads(lines[-1][len("RESULT "):])
+    assert again["parent"] == first.parent_run_id and again["resumed"]
+    assert again["best"] == json.loads(json.dumps(first.best_spec.to_dict()))
+    # not trained again: the same epochs, with the first run's timings
+    assert json.dumps(again["history"], sort_keys=True) == json.dumps(first.candidates[0].history, sort_keys=True)
 
 
 # -- 2. node loss ----------------------------------------------------------------------------------------
