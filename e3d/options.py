@@ -196,7 +196,38 @@ def add_search_options(parser: argparse.ArgumentParser, defaults: SearchDefaults
     g.add_argument("--set", dest="strategy_options", type=key_value, action="append", default=[],
                    metavar="NAME=VALUE", help="any other option of the strategy, e.g. --set width_max=512 "
                                               "(repeatable; values as JSON)")
+    from .latency import add_latency_arguments  # noqa: PLC0415
+
+    add_latency_arguments(parser)  # --budget-latency and the device its table is measured on
     return parser
+
+
+LATENCY_ARGS = ("latency_device", "latency_backend", "latency_threads", "latency_resource", "latency_cache",
+                "latency_predictor", "latency_runs")
+
+
+def latency_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The latency table's settings when ``--budget-latency`` is given (picklable; see :func:`latency_predictor`)."""
+    if getattr(args, "budget_latency", None) is None:
+        return None
+    return {k: getattr(args, k) for k in LATENCY_ARGS}
+
+
+def latency_predictor(settings: Mapping[str, Any] | None, request: SearchRequest, seed_specs: Any = ()) -> Any:
+    """The per-block latency table for the request's clip (None without settings): what
+    ``SearchContext.latency`` takes. ``seed_specs`` are measured first."""
+    if settings is None:
+        return None
+    from dataclasses import replace  # noqa: PLC0415
+
+    from .latency import table_from_args  # noqa: PLC0415
+
+    seeds = list(seed_specs)
+    if settings.get("latency_predictor") == "estimate" and not seeds:  # its per-op model needs measured blocks
+        sample = SearchRequest(budget=replace(request.budget, latency_ms=None), clip=request.clip, seed=request.seed,
+                               options={"samples": 8})
+        seeds = [c.spec for c in get_strategy("random").search(sample).candidates]
+    return table_from_args(argparse.Namespace(**settings), request.clip.frames, request.clip.size, seed_specs=seeds)
 
 
 def add_clip_options(parser: argparse.ArgumentParser, defaults: SearchDefaults = PAPER) -> argparse.ArgumentParser:
@@ -265,6 +296,8 @@ def search_request(parser: argparse.ArgumentParser, args: argparse.Namespace, *,
     request = SearchRequest(budget=budget, clip=clip, seed=args.seed, score=args.score, num_classes=num_classes,
                             options=options, out_dir=out_dir)
     check_request(parser, strategy, request)
+    if budget.latency_ms is not None and args.latency_threads < 1:
+        parser.error("argument --latency-threads: must be >= 1")
     return strategy, request
 
 

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .options import PAPER, Parser, add_clip_options, add_search_options, parse_amount, parse_count, search_request
+from .options import (PAPER, Parser, add_clip_options, add_search_options, latency_predictor, latency_settings,
+                      parse_amount, parse_count, search_request)
 from .strategy import SearchContext
 
 __all__ = ["add_search_parser", "run_search_command", "main", "parse_amount", "parse_count"]
@@ -40,7 +41,12 @@ def run_search_command(args: argparse.Namespace) -> int:
     if "data" in strategy.needs:
         args.parser.error(f"argument --strategy: {strategy.name!r} trains on video; run it with "
                           f"jobs/search_and_train.py --strategy {strategy.name}")
-    outcome = strategy.search(request, SearchContext(progress=args.progress))
+    latency = latency_predictor(latency_settings(args), request)
+    try:
+        outcome = strategy.search(request, SearchContext(progress=args.progress, latency=latency))
+    except RuntimeError as exc:  # e.g. no feasible network under a tight latency budget
+        print(f"e3d search: error: {exc}", file=sys.stderr)
+        return 1
     write_outcome(args.out, outcome)
     if outcome.strategy == "evolution":
         (Path(args.out) / "config.json").write_text(json.dumps(outcome.settings, indent=2) + "\n")

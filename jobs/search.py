@@ -24,7 +24,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, defaults_from_config,  # noqa: E402
-                         positive_int, search_request)
+                         latency_predictor, latency_settings, positive_int, search_request)
 from pipeline.options import add_island_options, add_ray_options, add_tracking_options, init_ray  # noqa: E402
 
 
@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.options import tracking_from_args  # noqa: PLC0415
 
     tracking = tracking_from_args(args, out if "://" not in out else "outputs")
-    if strategy.name == "evolution":
+    if strategy.name == "evolution" and request.budget.latency_ms is None:  # a latency predictor stays here
         given = [a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")]
         explicit = bool(args.config) or any(a not in _NOT_CONFIG for a in given)
         return _run_islands(args, request, out, tracking, explicit)
-    return _run_here(strategy, request, out, tracking, args.progress)
+    return _run_here(strategy, request, out, tracking, args.progress, latency_settings(args))
 
 
 def _run_islands(args: argparse.Namespace, request, out: str, tracking, explicit: bool) -> int:
@@ -140,14 +140,18 @@ _NOT_CONFIG = {"--resume", "--out", "--address", "--num-cpus", "--no-mlflow", "-
                "--overwrite", "--actors", "--chunk-iterations", "--rounds", "--migration-interval", "--migration-size"}
 
 
-def _run_here(strategy, request, out: str, tracking, progress) -> int:
+def _run_here(strategy, request, out: str, tracking, progress, latency: dict | None) -> int:
     from e3d.search_io import write_outcome  # noqa: PLC0415
     from e3d.strategy import SearchContext  # noqa: PLC0415
 
     if "://" in out:
         print(f"error: --out {out}: strategy {strategy.name!r} writes to a local folder", file=sys.stderr)
         return 2
-    outcome = strategy.search(request, SearchContext(progress=progress))
+    try:
+        outcome = strategy.search(request, SearchContext(progress=progress, latency=latency_predictor(latency, request)))
+    except RuntimeError as exc:  # e.g. no feasible network under a tight latency budget
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     files = write_outcome(out, outcome)
     if tracking is not None:
         from pipeline.search_and_train import log_outcome  # noqa: PLC0415

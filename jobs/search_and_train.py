@@ -23,7 +23,7 @@ import sys
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from e3d.options import Parser, add_search_options, resolve_clip, search_request  # noqa: E402
+from e3d.options import Parser, add_search_options, latency_settings, resolve_clip, search_request  # noqa: E402
 from pipeline.options import (DEMO, add_data_options, add_island_options, add_ray_options,  # noqa: E402
                               add_selection_options, add_tracking_options, add_training_options, check_clip,
                               check_data, check_out, check_recipe, check_specs, init_ray)
@@ -67,7 +67,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
                        recipe=check_recipe(parser, args, demo=demo), eval_clips=args.eval_clips or 2,
                        eval_crops=args.eval_crops, max_concurrent=args.max_concurrent, workers=args.workers,
                        data_cpus=args.data_cpus, max_failures=args.max_failures, tracking_uri=args.tracking_uri,
-                       experiment=args.experiment, log_model=not args.no_log_model)
+                       experiment=args.experiment, log_model=not args.no_log_model, latency=latency_settings(args))
     return quick(config) if args.quick else config
 
 

@@ -71,3 +71,27 @@ def test_summarize_reports_infinite_stentr_when_not_strict():
         summarize(spec)
     row = summarize(spec, strict=False)
     assert row["stentr"] == float("inf") and row["flops"] > 0
+
+
+def test_search_under_a_latency_budget(tmp_path, capsys):
+    """`e3d search --budget-latency`: the table (estimated blocks, seeded by measured ones) bounds the winner."""
+    from e3d.latency import LatencyTable
+    from e3d.spec import load_spec
+
+    cache = tmp_path / "cache"
+    args = ["search", "--preset", "S", "--frames", "4", "--size", "48", "--iterations", "300", "--population", "16",
+            "--budget-latency", "3ms", "--latency-predictor", "estimate", "--latency-cache", str(cache),
+            "--out", str(tmp_path / "s")]
+    assert main(args) == 0
+    best = load_spec(tmp_path / "s" / "best.json")
+    table = LatencyTable.open(4, 48, cache_dir=cache, on_missing="estimate")
+    assert table.predict(best) <= 3.0
+
+
+def test_strategies_and_scores_listings(capsys):
+    assert main(["strategies"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert {ln.split()[0] for ln in lines} >= {"evolution", "random"} and all(len(ln.split()) > 1 for ln in lines)
+    assert main(["scores"]) == 0
+    names = {ln.split()[0] for ln in capsys.readouterr().out.strip().splitlines()}
+    assert {"stentr", "homoentr", "flops", "params", "zen", "maedet", "naswot", "synflow"} <= names
