@@ -5,6 +5,7 @@
   HomoEntr, cost, shape summaries, the strategy and its provenance notes;
 - ``history.parquet``: the strategy's history (one row per round / chunk / epoch);
 - ``progress.png``: best and median score over the history, when it has them;
+- ``pareto.csv`` / ``pareto.png``: score, FLOPs and params of every candidate, the Pareto front marked;
 - ``outcome.json``: the summary and the settings (:func:`read_outcome` restores the whole outcome).
 """
 from __future__ import annotations
@@ -109,6 +110,9 @@ def write_outcome(out_dir: str | Path, outcome: SearchOutcome) -> dict[str, Path
     pq.write_table(history_table(outcome.history), paths["history"])
     if not plot_progress(outcome.history, paths["plot"], title=f"{outcome.strategy}: {outcome.score_name}"):
         del paths["plot"]
+    from .pareto import write_pareto  # noqa: PLC0415
+
+    paths |= write_pareto(out, outcome.candidates, title=f"{outcome.strategy}: {outcome.score_name}, FLOPs, params")
     doc = {"summary": outcome.summary(), "settings": outcome.settings, "strategy": outcome.strategy,
            "score_name": outcome.score_name, "wall_s": outcome.wall_s, "cpu_s": outcome.cpu_s,
            "extra": outcome.extra}

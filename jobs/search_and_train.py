@@ -63,7 +63,8 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
             parser.error(f"argument --also: {spec.name} cannot run at {clip.frames}x{clip.size}^2: {exc}")
     config = JobConfig(out_dir=args.out, data=DataConfig(path=args.data, format=args.data_format), clip=clip,
                        strategy=strategy.name, request=request, islands=islands_from_args(args),
-                       selection=Selection(top_k=args.top_k, distinct_by=args.distinct_by, extra=tuple(args.also)),
+                       selection=Selection(top_k=args.top_k, distinct_by=args.distinct_by, extra=tuple(args.also),
+                                           select=args.select),
                        recipe=check_recipe(parser, args, demo=demo), eval_clips=args.eval_clips or 2,
                        eval_crops=args.eval_crops, max_concurrent=args.max_concurrent, workers=args.workers,
                        data_cpus=args.data_cpus, max_failures=args.max_failures, tracking_uri=args.tracking_uri,

@@ -87,6 +87,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def add_selection_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("candidates")
     g.add_argument("--top-k", type=positive_int, default=2, help="structurally distinct candidates to train (default 2)")
+    g.add_argument("--select", choices=("top", "pareto"), default="top",
+                   help="top: the best-ranked; pareto: spread along the score/FLOPs/params front (default top)")
     g.add_argument("--distinct-by", type=_distinct_by, default=("kernels", "depths"),
                    help="what makes two candidates distinct, e.g. kernels,depths (default) or kernels,depths,widths")
     g.add_argument("--also", action="append", default=[], metavar="NAME",

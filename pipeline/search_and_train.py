@@ -46,6 +46,7 @@ class Selection:
     top_k: int = 2
     distinct_by: tuple[str, ...] = ("kernels", "depths")
     extra: tuple[str, ...] = ()
+    select: str = "top"  # "top": the best-ranked; "pareto": spread along the score/FLOPs/params front
 
 
 def demo_request(strategy: str = "evolution") -> SearchRequest:
@@ -298,7 +299,14 @@ def select_candidates(outcome: SearchOutcome, config: JobConfig) -> list[ArchSpe
     """The top-K structurally distinct specs of the outcome, named by rank, plus the extra ones at the clip."""
     from e3d.zoo import resolve_specs
 
-    chosen = top_k_distinct(outcome.candidates, config.selection.top_k, by=config.selection.distinct_by)
+    if config.selection.select == "pareto":  # spread along the score/FLOPs/params front
+        from e3d.pareto import pareto_front, spread
+
+        front = top_k_distinct([outcome.candidates[i] for i in pareto_front(outcome.candidates)], len(outcome.candidates),
+                               by=config.selection.distinct_by)
+        chosen = [front[i] for i in spread(front, range(len(front)), config.selection.top_k)]
+    else:
+        chosen = top_k_distinct(outcome.candidates, config.selection.top_k, by=config.selection.distinct_by)
     specs = [c.spec.replace(name=f"cand{rank + 1}") for rank, c in enumerate(chosen)]
     specs += [s.with_input(config.clip.frames, config.clip.size) for s in resolve_specs(config.selection.extra)]
     return specs

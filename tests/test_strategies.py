@@ -133,3 +133,25 @@ def test_top_k_distinct_by_spec_fields():
     assert [c.spec.name for c in top_k_distinct(ranked, 3, by=("widths",))] == ["v0", "v1", "v2"]
     with pytest.raises(ValueError, match="distinct by 'colour'"):
         top_k_distinct(ranked, 2, by=("colour",))
+
+
+def test_pareto_front_and_spread(tmp_path):
+    from e3d.pareto import pareto_front, spread, write_pareto
+
+    request = SearchRequest(budget=Budget(flops=0.08e9, layers=41), clip=Clip(8, 56), options={"samples": 60})
+    cands = get_strategy("random").search(request).candidates
+    front = pareto_front(cands)
+    assert 0 in front  # the best score is never dominated
+    for i in front:  # brute force: nothing beats a front member in every objective
+        for c in cands:
+            assert not (c.score >= cands[i].score and c.flops <= cands[i].flops and c.params <= cands[i].params
+                        and (c.score, c.flops, c.params) != (cands[i].score, cands[i].flops, cands[i].params))
+    off = [i for i in range(len(cands)) if i not in front]
+    assert off and all(any(cands[j].score >= cands[i].score and cands[j].flops <= cands[i].flops
+                           and cands[j].params <= cands[i].params for j in front) for i in off)
+    picks = spread(cands, front, 3)
+    flops = sorted(cands[i].flops for i in front)
+    assert len(picks) == min(3, len(front)) and cands[picks[0]].flops == flops[0]
+    paths = write_pareto(tmp_path, cands)
+    rows = paths["pareto"].read_text().splitlines()
+    assert len(rows) == 61 and sum(r.endswith(",1") for r in rows[1:]) == len(front)
