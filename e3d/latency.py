@@ -90,60 +90,93 @@ def parse_latency(text: str) -> float:
 
 
 # -- the blocks of a network ------------------------------------------------------------------------------
+# Families whose blocks the table keys one by one (tests/test_latency.py checks the keys against the built
+# modules). Any other family is keyed per stage when its network has VideoNet's shape (stem, stages, head,
+# classifier), else as a whole network: still exact, just less sharing between specs.
+BLOCKWISE = ("e3d", "x3d")
+
+
+def _layout(spec: ArchSpec) -> str:
+    """``blocks``, ``stages`` or ``network``: how finely the table can key ``spec``'s network."""
+    if spec.family in BLOCKWISE and not getattr(spec, "extra", ()) and not any(
+            getattr(s, "extra", ()) for s in spec.stages):
+        return "blocks"
+    try:
+        from .families import Family, get_family
+
+        if type(get_family(spec.family)).build is Family.build:
+            return "stages"
+    except (ImportError, KeyError):
+        pass
+    return "network"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _walk(spec: ArchSpec) -> Iterator[tuple[Key, tuple, tuple[int, ...]]]:
+    """``(key, path to the module in the built network, input shape)`` for every block, in order."""
+    fam, t, layout = spec.family, spec.frames, _layout(spec)
+    if layout == "network":
+        yield ("network", fam, _json(spec.replace(name="-").to_dict())), (), (1, 3, t, spec.size, spec.size)
+        return
+    st = spec.stem
+    if layout == "blocks":
+        stem_key: Key = ("stem", fam, st.out, st.kernel[0], st.kernel[1], st.stride[1], t, spec.size)
+    else:
+        stem_key = ("family_stem", fam, _json(spec.to_dict()["stem"]), _json(dict(getattr(spec, "extra", ()))), t,
+                    spec.size)
+    yield stem_key, ("stem",), (1, 3, t, spec.size, spec.size)
+    h, cin = ceil_div(spec.size, st.stride[1]), st.out
+    for i, s in enumerate(spec.stages):
+        if layout == "blocks":
+            kt, k, b = s.kernel[0], s.kernel[1], s.bottleneck
+            for j in range(s.layers):
+                stride = s.stride[1] if j == 0 else 1
+                yield (("block", fam, cin, b, s.out, kt, k, stride, t, h, int(has_se(j))), ("stages", i, j),
+                       (1, cin, t, h, h))
+                h, cin = ceil_div(h, stride), s.out
+        else:
+            stage = spec.to_dict()["stages"][i]
+            yield ("stage", fam, cin, _json(stage), t, h), ("stages", i), (1, cin, t, h, h)
+            h, cin = ceil_div(h, s.stride[1]), s.out
+    yield ("head", cin, spec.head.out, t, h), ("head",), (1, cin, t, h, h)
+    yield (("classifier", spec.head.out, spec.hidden, spec.num_classes, t, h), ("classifier",),
+           (1, spec.head.out, t, h, h))
+
+
 def network_blocks(spec: ArchSpec) -> list[tuple[Key, int]]:
     """``[(key, count), ...]``: the distinct blocks of ``spec``'s network and how often each occurs, in order.
 
-    Keys: ``("stem", family, out, kt, k, stride, T, H)``; ``("block", family, cin, bottleneck, cout, kt, k,
-    stride, T, H_in, se)``; ``("head", cin, out, T, H)``; ``("classifier", cin, hidden, classes, T, H)``,
-    ``H`` the spatial size entering the block (a strided 'same' conv maps it to ``ceil(H / stride)``).
+    Keys of the ``e3d`` and ``x3d`` families: ``("stem", family, out, kt, k, stride, T, H)``; ``("block",
+    family, cin, bottleneck, cout, kt, k, stride, T, H_in, se)``; ``("head", cin, out, T, H)``;
+    ``("classifier", cin, hidden, classes, T, H)``, ``H`` the spatial size entering the block (a strided
+    'same' conv maps it to ``ceil(H / stride)``). Other families: ``("family_stem", family, stem JSON, extra
+    JSON, T, H)`` and one ``("stage", family, cin, stage JSON, T, H_in)`` per stage, or one ``("network", family,
+    spec JSON)`` when the family builds another shape of network.
     """
-    fam, t = spec.family, spec.frames
-    st = spec.stem
-    out: list[tuple[Key, int]] = [(("stem", fam, st.out, st.kernel[0], st.kernel[1], st.stride[1], t, spec.size), 1)]
-    h, cin = ceil_div(spec.size, st.stride[1]), st.out
-    for s in spec.stages:
-        kt, k, stride, b = s.kernel[0], s.kernel[1], s.stride[1], s.bottleneck
-        out.append((("block", fam, cin, b, s.out, kt, k, stride, t, h, 1), 1))
-        h, cin = ceil_div(h, stride), s.out
-        n_se = sum(1 for i in range(1, s.layers) if has_se(i))
-        for se, count in ((1, n_se), (0, s.layers - 1 - n_se)):
-            if count:
-                out.append((("block", fam, cin, b, cin, kt, k, 1, t, h, se), count))
-    out.append((("head", cin, spec.head.out, t, h), 1))
-    out.append((("classifier", spec.head.out, spec.hidden, spec.num_classes, t, h), 1))
     merged: dict[Key, int] = {}  # two stages can share a key (same widths and size, e.g. E3D-S's 3rd and 4th)
-    for key, count in out:
-        merged[key] = merged.get(key, 0) + count
+    for key, _, _ in _walk(spec):
+        merged[key] = merged.get(key, 0) + 1
     return list(merged.items())
 
 
 def _modules(spec: ArchSpec, model: nn.Module) -> Iterator[tuple[Key, nn.Module, tuple[int, ...]]]:
-    """``(key, submodule, input shape)`` for every block of a built ``VideoNet``, in order (batch 1)."""
-    fam, t = spec.family, spec.frames
-    st = spec.stem
-    yield (("stem", fam, st.out, st.kernel[0], st.kernel[1], st.stride[1], t, spec.size), model.stem,
-           (1, 3, t, spec.size, spec.size))
-    h, cin = ceil_div(spec.size, st.stride[1]), st.out
-    for s, blocks in zip(spec.stages, model.stages):
-        kt, k, b = s.kernel[0], s.kernel[1], s.bottleneck
-        for i, block in enumerate(blocks):
-            stride = s.stride[1] if i == 0 else 1
-            yield (("block", fam, cin, b, s.out, kt, k, stride, t, h, int(has_se(i))), block, (1, cin, t, h, h))
-            h, cin = ceil_div(h, stride), s.out
-    yield ("head", cin, spec.head.out, t, h), model.head, (1, cin, t, h, h)
-    yield (("classifier", spec.head.out, spec.hidden, spec.num_classes, t, h), model.classifier,
-           (1, spec.head.out, t, h, h))
+    """``(key, submodule, input shape)`` for every block of the built network, in order (batch 1)."""
+    for key, path, shape in _walk(spec):
+        module = model
+        for step in path:
+            module = module[step] if isinstance(step, int) else getattr(module, step)
+        yield key, module, shape
 
 
 def key_to_str(key: Key) -> str:
-    return "/".join(str(v) for v in key)
+    return _json(list(key))
 
 
 def key_from_str(text: str) -> Key:
-    parts = text.split("/")
-    if parts[0] in ("stem", "block"):
-        return (parts[0], parts[1], *(int(v) for v in parts[2:]))
-    return (parts[0], *(int(v) for v in parts[1:]))
+    return tuple(json.loads(text))
 
 
 # -- measuring --------------------------------------------------------------------------------------------
@@ -360,6 +393,11 @@ def _tensors(key: Key) -> list[int]:
     return []
 
 
+def estimable(key: Key) -> bool:
+    """Whether the per-op model has features for ``key`` (the e3d/x3d blocks, heads and classifiers)."""
+    return key[0] in KINDS
+
+
 def _features(key: Key) -> list[float]:
     """The work of one block in units a CPU or GPU pays for (:data:`FEATURES`): MACs per kind of conv,
     elements written (and those written into tensors too large for the allocator to reuse), constants."""
@@ -439,6 +477,7 @@ class OpModel:
 
     @classmethod
     def fit(cls, entries: dict[Key, float]) -> "OpModel":
+        entries = {k: v for k, v in entries.items() if estimable(k)}
         if len(entries) < 20:
             raise ValueError(f"the per-op latency model needs at least 20 measured blocks, the table has "
                              f"{len(entries)}: measure more specs first (LatencyTable.fill)")
@@ -603,7 +642,7 @@ class LatencyTable:
         v = self.entries.get(key)
         if v is not None:
             return v
-        if self.on_missing == "estimate":
+        if self.on_missing == "estimate" and estimable(key):
             model = self.model()
             v = self._estimates.get(key)
             if v is None:
@@ -612,8 +651,11 @@ class LatencyTable:
         raise KeyError(f"latency table {self.device_name}: no entry for block {key_to_str(key)}")
 
     def breakdown(self, spec: ArchSpec) -> list[tuple[Key, int, float]]:
-        """``[(key, count, ms per block), ...]`` for ``spec`` (missing blocks handled per ``on_missing``)."""
-        if self.on_missing == "measure" and self.missing(spec):
+        """``[(key, count, ms per block), ...]`` for ``spec`` (missing blocks handled per ``on_missing``;
+        ``estimate`` measures the blocks its model has no features for: other families' stages)."""
+        missing = self.missing(spec)
+        if missing and (self.on_missing == "measure" or (self.on_missing == "estimate" and not all(
+                estimable(k) for k in missing))):
             self.fill(spec)
         return [(k, n, self.entry(k)) for k, n in network_blocks(spec)]
 

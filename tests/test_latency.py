@@ -3,6 +3,7 @@ the budget filter, the Ray-resource path). No assertion depends on how fast anyt
 import argparse
 import json
 import random
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +15,7 @@ from e3d.latency import (LatencyTable, Measurer, OpModel, _modules, build_on_res
                          filter_by_latency, key_from_str, key_to_str, network_blocks, parse_latency)
 from e3d.model import build_model
 from e3d.space import SearchSpace
+from e3d.spec import ArchSpec, SpecError
 
 TINY = (4, 32)  # frames, size: every network here runs in milliseconds
 
@@ -71,6 +73,44 @@ def test_network_blocks_match_the_built_modules(name):
     assert len(blocks) <= 3 + 3 * len(spec.stages)
 
 
+def _family_specs():
+    """(spec, expected layout) for families other than e3d/x3d: a fused-unit spec (VideoNet-shaped, keyed per
+    stage) and the zoo's entries of the other families (their own networks, keyed whole)."""
+    out = []
+    try:
+        d = tiny("E3D-init-S").to_dict() | {"family": "e3d-fused", "name": "fused"}
+        d["stages"][1]["fusion"] = "S+ST"
+        out.append((ArchSpec.from_dict(d), "stages"))
+    except (SpecError, KeyError):
+        pass
+    for name in zoo.names():
+        spec = zoo.get(name)
+        if spec.family not in ("e3d", "x3d"):
+            out.append((spec.with_input(4, 32), None))
+    return out
+
+
+@pytest.mark.parametrize("spec,layout", _family_specs(), ids=lambda v: getattr(v, "name", str(v)))
+def test_other_families_are_keyed_per_stage_or_whole(spec, layout, fake):
+    from e3d.latency import _layout
+
+    assert _layout(spec) == (layout or _layout(spec)) and _layout(spec) in ("stages", "network")
+    blocks = network_blocks(spec)
+    walked = [key for key, _, _ in _modules(spec, build_model(spec))]
+    assert sum(n for _, n in blocks) == len(walked)
+    if _layout(spec) == "stages":
+        assert len(walked) == len(spec.stages) + 3
+    else:
+        assert [k[0] for k in walked] == ["network"]
+    # estimate mode measures what its per-op model has no features for
+    table = LatencyTable(measurer=fake, on_missing="estimate")
+    table.fill(random_specs(12, seed=1))
+    n = len(table.entries)
+    assert table.predict(spec) > 0 and len(table.entries) > n
+    for key in table.missing(spec):
+        assert key[0] in ("stem", "block", "head", "classifier")
+
+
 def test_keys_round_trip_as_strings():
     for key, _ in network_blocks(tiny("X3D-S")):
         assert key_from_str(key_to_str(key)) == key
@@ -112,7 +152,7 @@ def test_lazy_fill_measures_each_new_block_once(fake):
 
 def test_missing_blocks_raise_in_error_mode(fake):
     table = LatencyTable(measurer=fake, on_missing="error")
-    with pytest.raises(KeyError, match="no entry for block stem/"):
+    with pytest.raises(KeyError, match=re.escape('no entry for block ["stem","e3d"')):
         table.predict(tiny())
     assert not CALLS
 
