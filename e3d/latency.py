@@ -61,7 +61,7 @@ from torch import nn
 from .cost import ceil_div, has_se
 from .spec import ArchSpec
 
-FORMAT = 1
+FORMAT = 2  # 2: keys are JSON lists (1: '/'-joined, e3d/x3d only)
 BACKENDS = ("torch", "onnxruntime")
 DEVICES = ("cpu", "cuda")
 ON_MISSING = ("measure", "estimate", "error")
@@ -538,7 +538,10 @@ class LatencyTable:
         path = Path(cache_dir or default_cache_dir()) / cache_file_name(m.device_name, m.backend_name, threads,
                                                                          frames, size)
         if path.is_file():
-            return cls.load(path, measurer=m, on_missing=on_missing)
+            try:
+                return cls.load(path, measurer=m, on_missing=on_missing)
+            except (ValueError, KeyError):  # an older format or a damaged file: measure again, overwrite it
+                pass
         return cls(measurer=m, path=path, on_missing=on_missing)
 
     def to_dict(self) -> dict[str, Any]:
@@ -566,6 +569,9 @@ class LatencyTable:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not a latency table ({exc.msg})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path}: latency table format {data.get('format') if isinstance(data, dict) else None!r}"
+                             f" is not {FORMAT}")
         return cls.from_dict(data, path=path, **kwargs)
 
     def merge(self, other: "LatencyTable") -> None:

@@ -206,6 +206,11 @@ def test_cache_round_trip_and_file_key(tmp_path):
     assert again.predict(spec) == pytest.approx(table.predict(spec))
     data = json.loads(table.path.read_text())
     assert data["torch"] == torch.__version__ and data["measurer"]["threads"] == 1
+    table.path.write_text('{"format": 1, "entries": {"block/e3d/1": 2}}')  # an older format: measured again
+    fresh = LatencyTable.open(*TINY, cache_dir=tmp_path, runs=2, warmup=1)
+    assert fresh.entries == {} and fresh.path == table.path
+    fresh.fill(spec)
+    assert json.loads(table.path.read_text())["format"] == 2
 
 
 def test_save_keeps_entries_another_process_wrote(tmp_path, fake):
