@@ -143,6 +143,8 @@ def add_ray_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--address", type=_address, help="Ray cluster address: auto, HOST:PORT or ray://HOST:PORT "
                                                     "(default: $RAY_ADDRESS, else start a local Ray)")
     g.add_argument("--num-cpus", type=positive_int, help="CPUs of the local Ray started when no address is given")
+    g.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress bars on the console "
+                                                          "(they always go to Ray's log files)")
     return parser
 
 
@@ -279,15 +281,30 @@ def check_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace, *, d
 
 # -- doing ---------------------------------------------------------------------------------------------------
 def init_ray(args: argparse.Namespace):
+    """Start (or connect to) Ray. Unless ``--verbose``, the console shows the project's own lines only: Ray's
+    logs, warnings and progress bars go to its log files (:mod:`pipeline.quiet`)."""
+    import logging  # noqa: PLC0415
+
     import ray  # noqa: PLC0415
 
     if ray.is_initialized():
         return ray
     address = args.address or os.environ.get("RAY_ADDRESS") or None
+    verbose = getattr(args, "verbose", False)
     kwargs: dict[str, Any] = {"address": address, "log_to_driver": True}
     if address is None:
         kwargs |= {"include_dashboard": False}
         if args.num_cpus:
             kwargs["num_cpus"] = args.num_cpus
+    if not verbose:
+        from pipeline.quiet import quiet_driver  # noqa: PLC0415
+
+        quiet_driver()
+        kwargs |= {"logging_level": logging.ERROR,
+                   "runtime_env": {"worker_process_setup_hook": "pipeline.quiet.quiet_worker"}}
     ray.init(**kwargs)
+    if not verbose:
+        from pipeline.quiet import filter_worker_output  # noqa: PLC0415
+
+        filter_worker_output()
     return ray

@@ -84,7 +84,7 @@ def build_trainer(*, loop_config: dict[str, Any], datasets: dict[str, Any], plan
     ``UserCallback`` s; inside a Tune trial its reports also go to Tune. ``storage_path``: a local folder, a
     pyarrow filesystem URI (``s3://bucket/prefix``), or a path on ``storage_filesystem`` (a
     ``pyarrow.fs.FileSystem``, pickled to the workers). Each worker asks for ``plan.worker_resources``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     callbacks = list(callbacks or [])
@@ -110,6 +110,7 @@ def build_trainer(*, loop_config: dict[str, Any], datasets: dict[str, Any], plan
         run_config=RunConfig(name=run_name, storage_path=storage, storage_filesystem=storage_filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
                              failure_config=FailureConfig(max_failures=max_failures),
+                             logging_config=LoggingConfig(log_level=os.environ.get("E3D_TRAIN_LOG_LEVEL", "INFO")),
                              callbacks=callbacks or None),
         datasets={k: v for k, v in datasets.items() if v is not None},
         dataset_config=ingest_config(plan.data_cpus),
