@@ -196,7 +196,11 @@ class SimCluster:
                 os.environ.pop(k, None)
             self._env_cm.__exit__(None, None, None)
             self._env_cm = None
-        shutil.rmtree(self.root, ignore_errors=True)
+        for _ in range(5):  # a process ending just now may still write a file
+            shutil.rmtree(self.root, ignore_errors=True)
+            if not self.root.exists():
+                break
+            time.sleep(1.0)
 
     def leftovers(self) -> list[int]:
         return pids_naming(str(self.root))
