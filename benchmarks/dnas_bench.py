@@ -25,6 +25,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SMALL_SPACE = {"width_mult": 0.25, "width_divisor": 4, "max_stack": [0, 2, 2, 2, 2, 1]}
+# at 8x56^2 the 0.25-wide space derives networks below Table 8's initial structure (0.047 G), the evolution's start
+UCF_SPACE = SMALL_SPACE | {"width_mult": 0.375}
 
 
 def lambda_sweep(args: argparse.Namespace) -> list[dict]:
@@ -76,7 +78,7 @@ def ucf(args: argparse.Namespace) -> list[dict]:
                       train_scale=(args.size, round(args.size * 8 / 7)), hflip=True)
     recipe = Recipe.paper("sthsth").scaled(epochs=args.train_epochs, batch_size=8, lr=0.02, init="torch")
     data = DataConfig(path=str(Path(args.data).resolve()))
-    space = ({"width_mult": 0.5, "width_divisor": 8, "max_stack": [0, 2, 4, 2, 2, 1]} if args.full else SMALL_SPACE)
+    space = ({"width_mult": 0.5, "width_divisor": 8, "max_stack": [0, 2, 4, 2, 2, 1]} if args.full else UCF_SPACE)
     dnas_opts = space | {"epochs": args.epochs, "warmup_epochs": args.warmup, "batch_size": 8, "arch_lr": args.arch_lr,
                          "lam": args.lam, "top_k": 3, "split": [0.5, 0.5, 0.0]}
     base = JobConfig(data=data, clip=clip, recipe=recipe, selection=Selection(top_k=1), eval_clips=2, islands=None,
@@ -88,7 +90,8 @@ def ucf(args: argparse.Namespace) -> list[dict]:
     rows.append(_row("dnas", dnas))
     budget = dnas.outcome.best.flops
     evo_request = demo_request("evolution")
-    evo_request = replace(evo_request, budget=replace(evo_request.budget, flops=float(budget)), seed=args.seed)
+    evo_request = replace(evo_request, budget=replace(evo_request.budget, flops=float(budget)), seed=args.seed,
+                          options=dict(evo_request.options) | _initial_within(budget, args, out))
     evo = run_job(replace(base, out_dir=str(out / "evolution"), strategy="evolution", request=evo_request), verbose=True)
     rows.append(_row("evolution", evo))
     (out / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -101,6 +104,27 @@ def ucf(args: argparse.Namespace) -> list[dict]:
         print(f"| {r['strategy']} | {r['gflops']:.4f} | {r['mparams']:.3f} | {r['mv_top1']:.1f} | {r['val_top1']:.1f} | "
               f"{r['search_wall_s']:.0f} | {r['search_cpu_s']:.0f} | {r['train_s']:.0f} |")
     return rows
+
+
+def _initial_within(budget: float, args: argparse.Namespace, out: Path) -> dict:
+    """Evolution starts from Table 8's structure; when it exceeds the budget at this clip, from the same
+    structure with every width halved (rounded to 8) until it fits (written to ``out/evolution_initial.json``)."""
+    from e3d import zoo
+    from e3d.cost import cost
+    from e3d.spec import save_specs
+
+    spec = zoo.initial_structure("S").with_input(args.frames, args.size)
+    halve = lambda w: max(8, int(w / 2 / 8 + 0.5) * 8)  # noqa: E731
+    if cost(spec).flops <= budget:
+        return {}
+    while cost(spec).flops > budget:
+        if max(spec.widths) == 8:
+            raise SystemExit(f"even the narrowest initial structure exceeds the dnas winner's {budget / 1e9:.4f} G")
+        stages = tuple(replace(st, out=halve(st.out), bottleneck=halve(st.bottleneck)) for st in spec.stages)
+        spec = spec.replace(name="E3D-init-S-narrow", stem=replace(spec.stem, out=halve(spec.stem.out)), stages=stages)
+    out.mkdir(parents=True, exist_ok=True)
+    save_specs(spec, out / "evolution_initial.json")
+    return {"initial": str(out / "evolution_initial.json")}
 
 
 def _row(name: str, result) -> dict:

@@ -91,20 +91,17 @@ def cosine_factor(step: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def setup(config: dict[str, Any]) -> SearchState:
-    """Supernet (same seed on every rank), architecture parameters, optimizers; resume from Train's checkpoint."""
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+def build_state(config: dict[str, Any], *, rank: int = 0, world: int = 1, device: torch.device | None = None,
+                wrap: Any = None) -> SearchState:
+    """Supernet (same seed on every rank), architecture parameters, optimizers, schedule. ``wrap`` puts the
+    supernet on its device (Ray Train's ``prepare_model``: DDP when ``world > 1``); none: as built."""
     space, s = DnasSpace.from_dict(config["space"]), dict(config["settings"])
+    device = device or torch.device("cpu")
     if config.get("torch_threads"):
         torch.set_num_threads(int(config["torch_threads"]))
     torch.manual_seed(int(config.get("seed", 0)))
-    device = ray.train.torch.get_device()
     net = SuperNet(space, dropout=float(s["dropout"]))
-    model = ray.train.torch.prepare_model(net)  # to the device; DDP when world > 1
+    model = wrap(net) if wrap is not None else net.to(device)
     arch = ArchParams(space).to(device)
     flops = ExpectedFlops(space).to(device)
     w_opt = torch.optim.SGD(net.parameters(), lr=float(s["lr"]), momentum=float(s["momentum"]),
@@ -117,13 +114,23 @@ def setup(config: dict[str, Any]) -> SearchState:
     autocast = contextlib.nullcontext
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
-    state = SearchState(space, s, device, rank, world, model, arch, flops, w_opt, a_opt, scheduler, autocast)
+    return SearchState(space, s, device, rank, world, model, arch, flops, w_opt, a_opt, scheduler, autocast)
+
+
+def setup(config: dict[str, Any]) -> SearchState:
+    """:func:`build_state` on this Train worker; resume from Train's checkpoint when there is one."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    state = build_state(config, rank=ctx.get_world_rank(), world=ctx.get_world_size(),
+                        device=ray.train.torch.get_device(), wrap=ray.train.torch.prepare_model)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state.load_state_dict(load_state(d, map_location=device))
-        if rank == 0:
-            log.info(f"[dnas] resumed from the checkpoint of epoch {state.start_epoch}/{s['epochs']}")
+            state.load_state_dict(load_state(d, map_location=state.device))
+        if state.rank == 0:
+            log.info(f"[dnas] resumed from the checkpoint of epoch {state.start_epoch}/{state.settings['epochs']}")
     return state
 
 

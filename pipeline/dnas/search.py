@@ -114,8 +114,7 @@ def run_dnas_search(request: SearchRequest, context: SearchContext, settings: An
         log.warning(f"[dnas] no derived network fits the budget ({request.budget.violation(_cost(candidates[0].spec))}); "
                     f"raise lam to trade accuracy for FLOPs")
     cpu_s = sum(float(h.get("cpu_s", 0.0)) for h in history) + (time.process_time() - cpu0)
-    history_rows = [{k: v for k, v in h.items() if not (isinstance(v, float) and not math.isfinite(v))}
-                    | {"step": int(h["epoch"])} for h in history]
+    history_rows = uniform_rows([h | {"step": int(h["epoch"])} for h in history])
     best = candidates[0]
     return SearchOutcome(
         strategy="dnas", score_name="path_log_prob", candidates=candidates, history=history_rows,
@@ -126,6 +125,17 @@ def run_dnas_search(request: SearchRequest, context: SearchContext, settings: An
                "derived_gflops": round(best.flops / 1e9, 6), "width_paths": space.paths(),
                "space_size": float(space.size_of_space()), "supernet_wall_s": round(
                    sum(float(h.get("epoch_time_s", 0.0)) for h in history), 3)})
+
+
+def uniform_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every row with every key (warm-up epochs have no ``arch_*``): NaN for a missing number, "" for a missing
+    string. ``e3d.search_io`` writes the history with ``pa.Table.from_pylist``, which takes its columns from the
+    first row only and would drop the architecture columns of every epoch."""
+    keys: dict[str, Any] = {}
+    for row in rows:
+        for k, v in row.items():
+            keys.setdefault(k, "" if isinstance(v, str) else math.nan)
+    return [{k: row.get(k, blank) for k, blank in keys.items()} for row in rows]
 
 
 _SKIP_LOG: Any = None
