@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The job's config; every input checked (exits 2 naming the option), nothing written."""
-    from pipeline.search_and_train import DataConfig, JobConfig, Selection, islands_from_args, quick  # noqa: PLC0415
+    from pipeline.search_and_train import (DataConfig, JobConfig, Selection, islands_from_args, quick,  # noqa: PLC0415
+                                           train_placement_from_args)
 
     check_out(parser, args.out)
     demo = not args.data
@@ -68,7 +69,8 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
                        recipe=check_recipe(parser, args, demo=demo), eval_clips=args.eval_clips or 2,
                        eval_crops=args.eval_crops, max_concurrent=args.max_concurrent, workers=args.workers,
                        data_cpus=args.data_cpus, max_failures=args.max_failures, tracking_uri=args.tracking_uri,
-                       experiment=args.experiment, log_model=not args.no_log_model, latency=latency_settings(args))
+                       experiment=args.experiment, log_model=not args.no_log_model, latency=latency_settings(args),
+                       **train_placement_from_args(args))
     return quick(config) if args.quick else config
 
 
