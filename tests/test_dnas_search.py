@@ -115,3 +115,27 @@ def test_search_resumes_after_a_kill(tmp_path, ray_cluster):
     # a finished search called once more is not trained again: the last checkpoint is read back
     again = strategy.search(replace(request, options=options | {"top_k": 1}), SearchContext(dataset=source))
     assert json.dumps(again.history) == json.dumps(history) and again.best.spec == outcome.best.spec
+
+
+@pytest.mark.slow  # a 4-CPU Ray and two Train workers
+def test_two_ddp_workers_search_together(tmp_path):
+    """DDP over gloo: the weight part is split equally, the architecture part unevenly; the workers agree on every
+    architecture step (no hang), and the epoch's counts are summed over both."""
+    ray = pytest.importorskip("ray")
+    from pipeline.train import TensorSource
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        source = TensorSource.synthetic(num_classes=2, n_train=20, n_val=2, frames=4, size=24, seed=2)
+        options = QUICK | {"epochs": 2, "workers": 2, "split": [0.5, 0.5, 0.0], "max_stack": [0, 1, 0, 1, 0, 1]}
+        request = SearchRequest(budget=Budget(flops=1e9), clip=Clip(4, 24), options=options, out_dir=str(tmp_path),
+                                num_classes=2)
+        outcome = get_strategy("dnas").search(request, SearchContext(dataset=source))
+    finally:
+        ray.shutdown()
+    warm, search = outcome.history
+    assert outcome.settings["plan"]["num_workers"] == 2
+    assert warm["train_samples"] == search["train_samples"] == 10  # 5 + 5: both workers' steps counted
+    assert search["arch_steps"] >= 1 and search["cpu_s"] > 0

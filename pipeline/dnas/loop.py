@@ -10,11 +10,12 @@
         report(...)                                # metrics + checkpoint (weights, alpha, beta, optimizers), every epoch
     report(final)
 
-DDP: the supernet is wrapped by ``ray.train.torch.prepare_model`` (NCCL on GPUs, gloo on CPUs); alpha and beta
-are not part of it: an architecture step runs the forward under ``no_sync`` and takes ``torch.autograd.grad``
-with respect to alpha and beta only, then all-reduces those gradients itself. The architecture part is split
-unevenly by Ray Data, so every step the workers agree (all-reduce MIN) whether each still has a batch; once one
-runs out the epoch's remaining steps train the weights only.
+DDP: the supernet is wrapped by ``ray.train.torch.prepare_model`` (NCCL on GPUs, gloo on CPUs) for the weight steps;
+alpha and beta are not part of it. An architecture step runs the unwrapped supernet, takes ``torch.autograd.grad``
+with respect to alpha and beta only and all-reduces those gradients itself, averaged over the workers that had a
+batch: Ray Data splits the architecture part unevenly (only "train" is split equally), so a worker whose part is
+used up joins the step with zero gradients, and the steps stop when no worker has a batch left. The remaining
+weight steps of the epoch go on alone.
 
 ``config``: ``space`` (``DnasSpace.to_dict()``), ``settings`` (``DnasSettings.to_dict()``), ``steps_per_epoch``,
 ``seed``, ``torch_threads``, ``callbacks`` (loop callbacks as in :mod:`pipeline.train.callbacks`: ``on_start``,
@@ -143,50 +144,47 @@ def batches(shard: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.T
         yield torch.from_numpy(np.array(b["clip"], dtype=np.float32)), torch.from_numpy(np.array(b["label"])).long()
 
 
-def agree(flag: bool, state: SearchState) -> bool:
-    """True when ``flag`` holds on every worker."""
-    if state.world == 1:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([1 if flag else 0], device=state.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
-def _no_sync(model: nn.Module):
-    return model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
-
-
 # -- the two steps -------------------------------------------------------------------------------------
-def arch_step(state: SearchState, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> dict[str, float]:
-    """One Adam step on alpha and beta: ``CE(val batch) + lam * log_k(E[FLOPs])`` (Eq. 5), weights fixed."""
-    s = state.settings
-    alpha_w, beta_w = state.arch.weights()
-    with _no_sync(state.model), state.autocast():
-        logits = state.model(x, alpha_w, beta_w)
-    ce = F.cross_entropy(logits.float(), y)
-    flops = state.flops(alpha_w, beta_w)
-    loss = ce + cost_penalty(flops, float(s["lam"]), float(s["log_base"]))
-    params = list(state.arch.parameters())
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+def arch_step(state: SearchState, batch: tuple[torch.Tensor, torch.Tensor] | None, meter: Meter,
+              losses: list[float]) -> bool:
+    """One Adam step on alpha and beta with the weights fixed: ``CE(batch) + lam * log_k(E[FLOPs])`` (Eq. 5).
+
+    Collective: every worker calls it at every weight step of a search epoch. A worker whose part of the
+    architecture data is used up passes ``batch=None`` and adds zero gradients; the gradients are averaged over
+    the workers that had a batch. Returns False (and steps nothing) once no worker has one. The forward runs
+    the unwrapped supernet: only alpha and beta get gradients (``torch.autograd.grad``), and DDP's collectives
+    stay out of a step that workers may take without data."""
+    s, params = state.settings, list(state.arch.parameters())
+    if batch is not None:
+        x, y = batch
+        alpha_w, beta_w = state.arch.weights()
+        with state.autocast():
+            logits = state.core(x, alpha_w, beta_w).float()
+        ce = F.cross_entropy(logits, y)
+        loss = ce + cost_penalty(state.flops(alpha_w, beta_w), float(s["lam"]), float(s["log_base"]))
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+        meter.update(logits, y, float(ce.detach()) * y.numel())
+        losses.append(float(loss.detach()))
+    else:
+        grads = [torch.zeros_like(p) for p in params]
+    had_batch = torch.tensor([0.0 if batch is None else 1.0], dtype=torch.float64, device=state.device)
+    flat = torch.cat([g.detach().reshape(-1).to(torch.float64) for g in grads] + [had_batch])
     if state.world > 1:
         import torch.distributed as dist
 
-        flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
         dist.all_reduce(flat)
-        flat /= state.world
-        out, k = [], 0
-        for p in params:
-            out.append(flat[k:k + p.numel()].view_as(p))
-            k += p.numel()
-        grads = tuple(out)
+    workers_with_data = float(flat[-1])
+    if workers_with_data == 0:
+        return False
+    flat = flat[:-1] / workers_with_data
     state.a_opt.zero_grad(set_to_none=True)
-    for p, g in zip(params, grads):
-        p.grad = None if g is None else g.detach().to(p.dtype)
+    k = 0
+    for p in params:
+        p.grad = flat[k:k + p.numel()].view_as(p).to(p.dtype)
+        k += p.numel()
     state.a_opt.step()
-    meter.update(logits, y, float(ce.detach()) * y.numel())
-    return {"arch_loss": float(loss.detach()), "expected_flops": float(flops.detach())}
+    return True
 
 
 def weight_step(state: SearchState, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> None:
@@ -213,25 +211,25 @@ def search_epoch(state: SearchState, train: Any, arch: Any, epoch: int, callback
     state.model.train()
     w_meter, a_meter = Meter(), Meter()
     arch_iter = batches(arch, bs) if searching else None
-    arch_losses, steps, arch_steps = [], 0, 0
+    arch_live = searching  # until no worker has an architecture batch left in this epoch
+    arch_losses: list[float] = []
+    steps = arch_steps = 0
     t0, cpu0 = time.perf_counter(), time.process_time()
     for x, y in batches(train, bs):
         x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
-        if arch_iter is not None:
-            nxt = next(arch_iter, None)
-            if agree(nxt is not None, state):
-                ax, ay = nxt
-                arch_losses.append(arch_step(state, ax.to(state.device), ay.to(state.device), a_meter)["arch_loss"])
-                arch_steps += 1
-            else:
-                for _ in arch_iter:  # drain: the next epoch's pass must start from a finished one
-                    pass
+        if arch_live:
+            nxt = next(arch_iter, None) if arch_iter is not None else None
+            if nxt is None:
                 arch_iter = None
+            else:
+                nxt = (nxt[0].to(state.device, non_blocking=True), nxt[1].to(state.device, non_blocking=True))
+            arch_live = arch_step(state, nxt, a_meter, arch_losses)
+            arch_steps += arch_live
         weight_step(state, x, y, w_meter)
         steps += 1
         for cb in callbacks:
             cb.on_step(state, epoch, None)
-    if arch_iter is not None:
+    if arch_iter is not None:  # finish the pass: the next epoch's pass over the shard starts from a finished one
         for _ in arch_iter:
             pass
     train_m = all_reduce_meter(w_meter, state.device)
@@ -242,7 +240,7 @@ def search_epoch(state: SearchState, train: Any, arch: Any, epoch: int, callback
     out |= {k: v for k, v in train_m.summary("train").items() if k != "train_top5"}
     if arch_steps:
         out |= {"arch_ce": arch_m.loss_sum / max(arch_m.count, 1), "arch_top1": 100 * arch_m.top1 / max(arch_m.count, 1),
-                "arch_loss": float(np.mean(arch_losses))}
+                "arch_loss": float(np.mean(arch_losses)) if arch_losses else math.nan}
     out["cpu_s"] = _sum_over_workers(time.process_time() - cpu0, state)
     return out
 
