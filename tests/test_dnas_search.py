@@ -46,7 +46,9 @@ def job(tmp_path_factory):
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     out = tmp_path_factory.mktemp("dnas-job")
-    result = run_job(quick(JobConfig(out_dir=str(out), strategy="dnas", request=demo_request("dnas"))), verbose=False)
+    # train_resource=None: no wait for an autoscaler's train node on this local cluster (61 s otherwise)
+    config = JobConfig(out_dir=str(out), strategy="dnas", request=demo_request("dnas"), train_resource=None)
+    result = run_job(quick(config), verbose=False)
     yield out, result
     ray.shutdown()
 
