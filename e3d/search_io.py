@@ -69,7 +69,8 @@ def read_population(path: str | Path) -> list[ArchSpec]:
 def history_table(history: Sequence[dict[str, Any]]) -> pa.Table:
     if not history:
         return pa.table({"step": pa.array([], pa.int64())})
-    return pa.Table.from_pylist([dict(h) for h in history])
+    keys = list(dict.fromkeys(k for h in history for k in h))  # every row's columns, not only the first's
+    return pa.Table.from_pylist([{k: h.get(k) for k in keys} for h in history])
 
 
 def plot_progress(history: Sequence[dict[str, Any]], path: str | Path, title: str = "search") -> bool:
