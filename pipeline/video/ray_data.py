@@ -57,14 +57,9 @@ class SkipLog:
         self.events = []
 
 
-_SKIP_LOG = None  # this process's handle: Ray ends an actor nobody references
-
-
 def skip_log():
-    """The job's ``SkipLog`` actor (created on first use; kept alive by this process's handle)."""
-    global _SKIP_LOG
-    _SKIP_LOG = SkipLog.options(name=SKIP_LOG_NAME, get_if_exists=True).remote()
-    return _SKIP_LOG
+    """The job's ``SkipLog`` actor (created on first use; lives as long as its creator)."""
+    return SkipLog.options(name=SKIP_LOG_NAME, get_if_exists=True).remote()
 
 
 def skipped_report(*, reset: bool = False, log: bool = True) -> dict:
