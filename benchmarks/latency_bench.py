@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3, help="end-to-end measurements per spec (median)")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    p.add_argument("--stat", choices=("median", "min"), default="median")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
+                   help="cpu (default): this thread's CPU time, repeatable on a shared CPU; wall: on a dedicated one")
+    p.add_argument("--stat", choices=("median", "min"), default="min",
+                   help="min (default): the least-disturbed run; median: on a dedicated CPU")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-onnx", action="store_true", help="skip the ONNX vs PyTorch comparison")
@@ -110,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         table.fill(spec, save=False)
         build_s += time.perf_counter() - t0
         measured[spec.name] = statistics.median(table.measure(spec) for _ in range(args.repeats))
-    fit_blocks = dict(table.entries)
     t0 = time.perf_counter()
     table.fill(fit, save=False)  # blocks for the per-op model only
     build_s += time.perf_counter() - t0
@@ -136,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[per-op model] fitted on {model.fitted_on} blocks of {len(fit)} other specs: in-sample |error| "
           f"median {100 * model.median_rel_error:.1f}%; on the {len(unseen)} blocks of the evaluated specs it never "
           f"saw: median {100 * statistics.median(block_err):.1f}%, max {100 * max(block_err):.0f}%")
-    del fit_blocks
 
     print(f"\n{'spec':8s} {'GFLOPs':>6s} {'layers':>6s} {'measured':>9s} {'table':>9s} {'err':>7s} "
           f"{'per-op':>9s} {'err':>7s}")

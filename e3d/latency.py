@@ -234,13 +234,14 @@ class Measurer:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--latency-threads: must be >= 1, got {self.threads}")
         if self.clock not in CLOCKS:
-            raise ValueError(f"latency clock: expected one of {', '.join(CLOCKS)}, got {self.clock!r}")
+            raise ValueError(f"--latency-clock: expected one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if self.clock == "cpu" and (self.device != "cpu" or self.threads != 1):
-            raise ValueError("latency clock cpu (this thread's CPU time) needs device cpu and threads 1")
+            raise ValueError("--latency-clock cpu (this thread's CPU time) needs --latency-device cpu and "
+                             "--latency-threads 1")
         if self.stat not in STATS:
-            raise ValueError(f"latency stat: expected one of {', '.join(STATS)}, got {self.stat!r}")
+            raise ValueError(f"--latency-stat: expected one of {', '.join(STATS)}, got {self.stat!r}")
         if self.runs < 1 or self.warmup < 0 or self.inner < 1:
-            raise ValueError(f"latency runs and inner must be >= 1 and warmup >= 0, got "
+            raise ValueError(f"--latency-runs: runs and inner must be >= 1 and warmup >= 0, got "
                              f"{self.runs}/{self.inner}/{self.warmup}")
 
     def _check_device(self) -> None:
@@ -531,10 +532,13 @@ class LatencyTable:
     @classmethod
     def open(cls, frames: int, size: int, *, device: str = "cpu", backend: str = "torch", threads: int | None = 1,
              warmup: int = 3, runs: int = 10, cache_dir: str | os.PathLike | None = None,
-             on_missing: str = "measure", resource: str | None = None) -> "LatencyTable":
+             on_missing: str = "measure", resource: str | None = None, clock: str = "wall",
+             stat: str = "median") -> "LatencyTable":
         """The cached table for this device, backend, threads and clip (empty if none yet); with ``resource``,
-        the device is the one of a Ray node offering that resource, and every measurement runs there."""
-        m = Measurer(device=device, backend=backend, threads=threads, warmup=warmup, runs=runs, resource=resource)
+        the device is the one of a Ray node offering that resource, and every measurement runs there.
+        ``clock``/``stat`` (see :class:`Measurer`) apply to what is measured from now on."""
+        m = Measurer(device=device, backend=backend, threads=threads, warmup=warmup, runs=runs, resource=resource,
+                     clock=clock, stat=stat)
         path = Path(cache_dir or default_cache_dir()) / cache_file_name(m.device_name, m.backend_name, threads,
                                                                          frames, size)
         if path.is_file():
@@ -734,7 +738,8 @@ def _remote_names(measurer: Measurer) -> tuple[str, str, str]:
 
 def build_on_resource(specs: Sequence[ArchSpec], resource: str, *, device: str = "cpu", backend: str = "torch",
                       threads: int | None = 1, warmup: int = 3, runs: int = 10, calibrate: int = 3,
-                      cache_dir: str | os.PathLike | None = None, on_missing: str = "measure") -> LatencyTable:
+                      cache_dir: str | os.PathLike | None = None, on_missing: str = "measure", clock: str = "wall",
+                      stat: str = "median") -> LatencyTable:
     """``--latency-resource NAME``: the cached table of a Ray node offering the custom resource ``NAME``,
     with the blocks of ``specs`` measured there (one Ray task) and the overhead calibrated there on the first
     ``calibrate`` specs when the table has no calibration yet. Later lazy fills also run there.
@@ -745,7 +750,7 @@ def build_on_resource(specs: Sequence[ArchSpec], resource: str, *, device: str =
         raise ValueError("build_on_resource needs at least one spec (it sets the clip size)")
     table = LatencyTable.open(specs[0].frames, specs[0].size, device=device, backend=backend, threads=threads,
                               warmup=warmup, runs=runs, cache_dir=cache_dir, on_missing=on_missing,
-                              resource=resource)
+                              resource=resource, clock=clock, stat=stat)
     table.fill(specs)
     if calibrate and not table.calibration:
         table.calibrate(specs[:calibrate])
@@ -757,7 +762,8 @@ def build_on_resource(specs: Sequence[ArchSpec], resource: str, *, device: str =
 # -- command-line options (shared by `e3d latency`, `e3d export` and the search's budget) ---------------------
 def add_latency_arguments(parser: argparse.ArgumentParser, *, budget: bool = True) -> None:
     """``--budget-latency``, ``--latency-device``, ``--latency-backend``, ``--latency-threads``,
-    ``--latency-resource``, ``--latency-cache``, ``--latency-predictor``, ``--latency-runs``."""
+    ``--latency-resource``, ``--latency-cache``, ``--latency-predictor``, ``--latency-runs``, ``--latency-stat``,
+    ``--latency-clock``."""
     g = parser.add_argument_group("latency")
     if budget:
         g.add_argument("--budget-latency", type=parse_latency, metavar="MS",
@@ -772,7 +778,12 @@ def add_latency_arguments(parser: argparse.ArgumentParser, *, budget: bool = Tru
     g.add_argument("--latency-predictor", choices=("measure", "estimate"), default="measure",
                    help="blocks the table lacks: measure them (exact; default) or estimate them with the per-op "
                         "model fitted on the table (never measures: for long searches)")
-    g.add_argument("--latency-runs", type=int, default=10, help="timed runs per block (median; default 10)")
+    g.add_argument("--latency-runs", type=int, default=10, help="timed runs per block (default 10)")
+    g.add_argument("--latency-stat", choices=tuple(STATS), default="median",
+                   help="of the timed runs: median (default) or min (the least disturbed, on a busy machine)")
+    g.add_argument("--latency-clock", choices=tuple(CLOCKS), default="wall",
+                   help="wall (default) or cpu: this thread's CPU time (threads 1), which time the process spends "
+                        "descheduled on a shared CPU does not inflate")
 
 
 def table_from_args(args: argparse.Namespace, frames: int, size: int,
@@ -780,7 +791,8 @@ def table_from_args(args: argparse.Namespace, frames: int, size: int,
     """The table the latency options describe, for clips of ``frames x size^2``; ``seed_specs`` are measured
     first (an ``estimate`` table needs some measured blocks to fit its model)."""
     kwargs = dict(device=args.latency_device, backend=args.latency_backend, threads=args.latency_threads,
-                  runs=args.latency_runs, cache_dir=args.latency_cache, on_missing=args.latency_predictor)
+                  runs=args.latency_runs, cache_dir=args.latency_cache, on_missing=args.latency_predictor,
+                  clock=getattr(args, "latency_clock", "wall"), stat=getattr(args, "latency_stat", "median"))
     if args.latency_resource:
         return build_on_resource(list(seed_specs), args.latency_resource, **kwargs) if seed_specs else \
             LatencyTable.open(frames, size, resource=args.latency_resource, **kwargs)

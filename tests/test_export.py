@@ -143,6 +143,8 @@ def test_export_command_takes_spec_files_and_run_folders(tmp_path, capsys):
     (["export", "--zoo", "E3D-S", "--onnx", "."], "--onnx: . is a folder"),
     (["latency", "--zoo", "nope"], "--zoo: no zoo entry named 'nope'"),
     (["latency"], "FILES: nothing to time"),
+    (["latency", "--zoo", "E3D-S", "--latency-clock", "cpu", "--latency-threads", "2"],
+     "--latency-clock cpu (this thread's CPU time) needs"),
 ])
 def test_bad_input_is_one_line_naming_the_option(argv, fragment, capsys):
     assert main(argv) == 2
@@ -161,10 +163,13 @@ def test_bad_option_values_exit_2_from_argparse(tmp_path):
 
 def test_latency_command_predicts_measures_and_checks_the_budget(tmp_path, capsys):
     argv = ["latency", "--zoo", "E3D-init-S", "--zoo", "X3D-XS", "--frames", "4", "--size", "32", "--measure",
-            "--latency-cache", str(tmp_path), "--latency-runs", "2", "--budget-latency", "1000s"]
+            "--latency-cache", str(tmp_path), "--latency-runs", "2", "--budget-latency", "1000s",
+            "--latency-clock", "cpu", "--latency-stat", "min"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     rows = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["name"] for r in rows] == ["E3D-init-S", "X3D-XS"]
     assert all(r["predicted_ms"] > 0 and r["measured_ms"] > 0 and r["within_budget"] for r in rows)
     assert "table: " in captured.err and len(list(tmp_path.glob("cpu-*-4x32-torch*.json"))) == 1
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())["measurer"]
+    assert saved["clock"] == "cpu" and saved["stat"] == "min"
