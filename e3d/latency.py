@@ -9,8 +9,10 @@
 A network is decomposed into *blocks* (:func:`network_blocks`): the stem, every inverted-bottleneck block
 (keyed by family, cin, bottleneck, cout, kernel, stride, frames, input size and whether it has SE), the head
 conv and the classifier. Inside a stage, blocks 1.. share their key (two keys: with and without SE), so a
-stage costs at most three measurements whatever its depth. Each block is measured in isolation on the target
-(batch 1, ``warmup`` calls, then the median of ``runs`` timed calls) by a :class:`Measurer`:
+stage costs at most three measurements whatever its depth. (That is the ``e3d`` and ``x3d`` families; other
+families are keyed per stage, or as a whole network when they build another shape.) Each block is measured in
+isolation on the target (batch 1, ``warmup`` calls, then the median, or ``stat="min"`` the fastest, of
+``runs`` timed calls; ``clock="cpu"`` times this thread's CPU time) by a :class:`Measurer`:
 
 - ``device="cpu", backend="torch"``: PyTorch eager in this process, ``torch.set_num_threads(threads)``
   while measuring (restored afterwards);
@@ -25,10 +27,10 @@ yet; what :meth:`LatencyTable.predict` does with them is ``on_missing``:
 
 - ``"measure"`` (default): build the spec once, measure its missing blocks, memoise them (and save the file):
   exact, a few hundred ms per new spec on this CPU, free for every later spec that reuses the blocks;
-- ``"estimate"``: a per-op linear model (:class:`OpModel`: pointwise MACs, depthwise MACs per kernel shape,
-  dense MACs, activation elements, a constant per block kind) fitted by non-negative least squares on the
-  relative error of the measured entries: microseconds per spec, never measures (what a 500k-iteration
-  search needs); ``benchmarks/latency_bench.py`` reports its error;
+- ``"estimate"``: a per-op linear model (:class:`OpModel`: MACs per kind of conv, elements written, those in
+  tensors over 32 MiB again, constants per block kind; :data:`FEATURES`) fitted by non-negative least squares
+  on the relative error of the measured entries: microseconds per spec, never measures e3d/x3d blocks (what a
+  500k-iteration search needs); ``benchmarks/latency_bench.py`` reports its error;
 - ``"error"``: raise :class:`KeyError`.
 
 The per-network overhead (``overhead_ms``: what the end-to-end call costs beyond its blocks: the top-level
@@ -44,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import re
