@@ -203,6 +203,7 @@ def add_search_options(parser: argparse.ArgumentParser, defaults: SearchDefaults
 
 
 LATENCY_ARGS = ("latency_device", "latency_backend", "latency_threads", "latency_resource", "latency_cache",
+                "latency_clock", "latency_stat",
                 "latency_predictor", "latency_runs")
 
 
