@@ -59,6 +59,16 @@ def run_search(source: Any, out: Path, *, frames: int, size: int, t_max: float, 
     return outcome
 
 
+def start_ray(args: argparse.Namespace) -> None:
+    """A local Ray with ``--cpus`` CPUs, or the cluster at ``--address``."""
+    import ray
+
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+
+
 # -- Table 1 --------------------------------------------------------------------------------------------
 def table1(args: argparse.Namespace) -> dict[str, Any]:
     import ray
@@ -68,7 +78,7 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    start_ray(args)
     dataset = load_data(DataConfig(synthetic={"num_classes": args.classes, "clips_per_class": args.clips_per_class,
                                               "frames": 32, "size": 64}), out, seed=args.data_seed)
     clip = ClipConfig(frames=args.frames, sampling_rate=args.sampling_rate, size=args.size,
@@ -137,7 +147,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    start_ray(args)
     t_start = time.perf_counter()
     dataset = load_dataset(args.data, seed=args.seed)
     clip = ClipConfig(frames=args.frames, sampling_rate=args.sampling_rate, size=args.size,
@@ -262,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
     t.add_argument("--sampling-rate", type=int, default=4)
     t.add_argument("--classes", type=int, default=4)
     t.add_argument("--clips-per-class", type=int, default=24)
-    t.add_argument("--cpus", type=int, default=2)
+    t.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (without --address)")
+    t.add_argument("--address", help="a running Ray cluster (e.g. auto)")
     t.add_argument("--seed", type=int, default=0, help="the searches' seed")
     t.add_argument("--data-seed", type=int, default=0, help="the synthetic dataset's seed")
     c = sub.add_parser("compare", help="the searched net vs random nets of the FLOPs band vs the evolution winner")
@@ -284,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
     c.add_argument("--size", type=int, default=56)
     c.add_argument("--sampling-rate", type=int, default=4)
     c.add_argument("--eval-clips", type=int, default=2)
-    c.add_argument("--cpus", type=int, default=2)
+    c.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (without --address)")
+    c.add_argument("--address", help="a running Ray cluster (e.g. auto)")
     c.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     return {"table1": table1, "compare": compare}[args.command](args)
