@@ -249,8 +249,8 @@ def top_k_distinct(candidates: Sequence[Candidate], k: int,
     """The ``k`` best candidates whose specs differ pairwise in ``by`` (any of ``family``, ``kernels``,
     ``depths``, ``widths``, ``bottlenecks``, ``input``): structurally different networks to train rather
     than ``k`` width variants of the best one. Greedy, best first; ``candidates`` must be ranked."""
-    # "kernels" includes the family's own stage fields (e.g. a fusion unit: S and S+ST share a kernel pattern)
-    keys = {"family": lambda s: s.family, "kernels": lambda s: (s.kernel_pattern, tuple(x.extra for x in s.stages)),
+    # "kernels" includes the family's own fields (a fusion unit, dilations, a second stream's stages)
+    keys = {"family": lambda s: s.family, "kernels": lambda s: (s.kernel_pattern, s.extra, tuple(x.extra for x in s.stages)),
             "depths": lambda s: s.depths,
             "widths": lambda s: s.widths, "bottlenecks": lambda s: tuple(x.bottleneck for x in s.stages),
             "input": lambda s: (s.frames, s.size)}
