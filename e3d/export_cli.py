@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .options import positive_float, positive_int
 from .spec import ArchSpec, SpecError
 
 
@@ -27,29 +28,9 @@ class UsageError(ValueError):
     """Bad command-line input: the message starts with the option it is about."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
-
-
 def _add_input_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=_positive_int, help="override the clip's frames")
-    p.add_argument("--size", type=_positive_int, help="override the clip's crop size")
+    p.add_argument("--frames", type=positive_int, help="override the clip's frames")
+    p.add_argument("--size", type=positive_int, help="override the clip's crop size")
 
 
 # -- e3d export -------------------------------------------------------------------------------------------
@@ -62,17 +43,17 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
     p.add_argument("--program", metavar="PATH", help="also write a torch.export program (.pt2)")
     _add_input_arguments(p)
-    p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--weights", choices=("init", "random"), default="init",
                    help="weights of a spec (not a trained run): the builder's initial weights (default) or random "
                         "trained-like ones, which let the check see every op (init zeroes each residual branch)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare onnxruntime's output with PyTorch's on a random clip (default on)")
-    p.add_argument("--tolerance", type=_positive_float, default=1e-4, help="max abs difference (default 1e-4)")
+    p.add_argument("--tolerance", type=positive_float, default=1e-4, help="max abs difference (default 1e-4)")
     p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
                    help="time onnxruntime and PyTorch on one clip (default on)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="threads for the timings (default 1)")
-    p.add_argument("--runs", type=_positive_int, default=10, help="timed runs, median (default 10)")
+    p.add_argument("--threads", type=positive_int, default=1, help="threads for the timings (default 1)")
+    p.add_argument("--runs", type=positive_int, default=10, help="timed runs, median (default 10)")
     p.set_defaults(func=run_export_command)
     return p
 

@@ -344,3 +344,16 @@ def defaults_from_config(path: str) -> dict[str, Any]:
             "population": c.population_size, "iterations": c.iterations, "seed": c.seed, "score": c.score,
             "preset": c.preset, "initial": c.initial, "frames": c.frames, "size": c.size,
             "strategy_options": [("chunk", c.chunk)] + sorted(space.items())}
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Any = None) -> argparse.Namespace:
+    """Parse; with ``--config JSON`` (a SearchConfig), parse again over its values as defaults, so the options
+    given on the command line override the file."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        try:
+            parser.set_defaults(**defaults_from_config(args.config))
+        except (OSError, ValueError, TypeError) as exc:
+            parser.error(f"argument --config: {exc}")
+        args = parser.parse_args(argv)
+    return args

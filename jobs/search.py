@@ -23,7 +23,7 @@ import sys
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, defaults_from_config,  # noqa: E402
+from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, parse_with_config,  # noqa: E402
                          latency_predictor, latency_settings, positive_int, search_request)
 from pipeline.options import add_island_options, add_ray_options, add_tracking_options, init_ray  # noqa: E402
 
@@ -69,13 +69,7 @@ def _parent_run_id(tracking, out: str, resume: bool) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.config:
-        try:
-            parser.set_defaults(**defaults_from_config(args.config))
-        except (OSError, ValueError, TypeError) as exc:
-            parser.error(f"argument --config: {exc}")
-        args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     if args.resume and args.out and args.out.rstrip("/") != args.resume.rstrip("/"):
         parser.error(f"argument --resume: {args.resume} and --out {args.out} differ (resume writes where it left off)")
     strategy, request = search_request(parser, args, defaults=PAPER)

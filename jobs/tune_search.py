@@ -21,7 +21,7 @@ import sys
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, defaults_from_config,  # noqa: E402
+from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, parse_with_config,  # noqa: E402
                          search_request)
 from pipeline.options import add_ray_options, add_tracking_options, init_ray, tracking_from_args  # noqa: E402
 
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--migration-intervals", type=_ints, help="e.g. 1,2,4")
     g.add_argument("--migration-sizes", type=_ints, help="e.g. 1,2,4,8")
     g.add_argument("--chunks", type=_ints, help="iterations per island per round, e.g. 1000,2500,5000")
-    g.add_argument("--verbose", type=int, default=1, help="Tune's console verbosity (0-3)")
+    g.add_argument("--tune-verbose", type=int, choices=(0, 1, 2, 3), default=1,
+                   help="Tune's console verbosity (0-3; --verbose also shows Ray's own logs)")
     g.add_argument("--config", metavar="JSON", help="a SearchConfig JSON as the base (options given here override it)")
     add_search_options(parser, PAPER)
     add_clip_options(parser, PAPER)
@@ -64,13 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.config:
-        try:
-            parser.set_defaults(**defaults_from_config(args.config))
-        except (OSError, ValueError, TypeError) as exc:
-            parser.error(f"argument --config: {exc}")
-        args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     from e3d.strategies.evolution import search_config  # noqa: PLC0415
     from pipeline.search.tune_search import TuneSettings, tune_search  # noqa: PLC0415
 
@@ -92,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(args)
     try:
         outcome = tune_search(base, settings, out_dir=args.out, tracking=tracking_from_args(args, args.out),
-                              verbose=args.verbose)
+                              verbose=args.tune_verbose)
     except ValueError as exc:  # e.g. a trial that can never fit the cluster
         print(f"error: {exc}", file=sys.stderr)
         return 2

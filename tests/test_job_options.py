@@ -107,3 +107,12 @@ def test_good_options_build_the_nested_config(job, tmp_path):
     preset = job.config_from_args(job.build_parser(), job.build_parser().parse_args(["--preset", "M"]))
     assert (preset.clip.frames, preset.clip.size, preset.request.budget.flops, preset.request.budget.layers) == \
         (16, 224, 4.7e9, 83)
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "jobs").glob("*.py")))
+def test_every_job_builds_its_parser(script):
+    """Each job's option groups combine without clashes (a clash only shows when the parser is built)."""
+    done = subprocess.run([sys.executable, str(REPO / "jobs" / script), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
