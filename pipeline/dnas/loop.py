@@ -41,6 +41,7 @@ from e3d.cost import cost
 from e3d.dnas import DnasSpace, derive, expected_flops
 from pipeline.train.checkpoint import load_state, save_state
 from pipeline.train.evaluate import Meter, all_reduce_meter
+from pipeline.train.loop import dataset_shard
 
 from .supernet import ArchParams, ExpectedFlops, SuperNet, cost_penalty
 
@@ -298,19 +299,10 @@ def report(state: SearchState, metrics: dict[str, Any], epoch: int, name: str) -
         ray.train.report(numeric, checkpoint=checkpoint, checkpoint_dir_name=name)
 
 
-def _shard(name: str) -> Any:
-    import ray.train
-
-    try:
-        return ray.train.get_dataset_shard(name)
-    except (KeyError, ValueError):
-        return None
-
-
 def search_loop_per_worker(config: dict[str, Any]) -> None:
     callbacks = list(config.get("callbacks") or [])
     state = setup(config)
-    train, arch, mon = _shard("train"), _shard("arch"), _shard("monitor")
+    train, arch, mon = dataset_shard("train"), dataset_shard("arch"), dataset_shard("monitor")
     epochs = int(state.settings["epochs"])
     for cb in callbacks:
         cb.on_start(state)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.train.evaluate import Meter, all_reduce_meter
+from pipeline.train.loop import dataset_shard
 from pipeline.train.optim import make_scheduler
 from pipeline.train.recipe import Recipe
 
@@ -185,19 +186,10 @@ def report(state: TemplateState, metrics: dict[str, Any], epoch: int, name: str)
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
 
-def _shard(name: str) -> Any:
-    import ray.train
-
-    try:
-        return ray.train.get_dataset_shard(name)
-    except (KeyError, ValueError):
-        return None
-
-
 def template_loop(config: dict[str, Any]) -> None:
     callbacks = list(config.get("callbacks") or [])
     state = setup(config)
-    train, val = _shard("train"), _shard("val")
+    train, val = dataset_shard("train"), dataset_shard("val")
     for cb in callbacks:
         cb.on_start(state)
     epochs = state.recipe.epochs

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from e3d.strategies.parsec import ParsecSettings, TwoStreamSpace
+from pipeline.train.loop import dataset_shard
 
 from .engine import ParsecEngine
 
@@ -89,15 +90,6 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _shard(name: str) -> Any:
-    import ray.train
-
-    try:
-        return ray.train.get_dataset_shard(name)
-    except (KeyError, ValueError):
-        return None
-
-
 def report(engine: ParsecEngine, rank: int, metrics: dict[str, Any], name: str) -> None:
     import ray.train
 
@@ -132,7 +124,7 @@ def parsec_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             log.info(f"[parsec] resumed at epoch {engine.epoch}/{settings.epochs}")
     logger = MlflowLogger(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else MlflowLogger(None, None)
-    train, val = _shard("train"), _shard("val")
+    train, val = dataset_shard("train"), dataset_shard("val")
     start = engine.epoch
     while engine.epoch < settings.epochs:
         row = engine.run_epoch(batches(train, settings.batch_size, device), on_step=logger.on_step)

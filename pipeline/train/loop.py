@@ -227,7 +227,9 @@ def final_metrics(state: WorkerState) -> dict[str, Any]:
     return last
 
 
-def _shard(name: str) -> Any:
+def dataset_shard(name: str) -> Any:
+    """This worker's shard of the trainer's dataset ``name``; None when the trainer has no such dataset
+    (shared by every Ray Train loop of the project: candidates, dnas, parsec, fusion)."""
     import ray.train
 
     try:
@@ -240,7 +242,7 @@ def _shard(name: str) -> Any:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     callbacks: list[LoopCallback] = list(config.get("callbacks") or [])
     state = setup(config)
-    train, val = _shard("train"), _shard("val")
+    train, val = dataset_shard("train"), dataset_shard("val")
     for cb in callbacks:
         cb.on_start(state)
     for epoch in range(state.start_epoch, state.recipe.epochs):
@@ -255,7 +257,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _log_epoch(state, metrics)
         report(state, metrics | {"is_final": 0}, epoch + 1, f"epoch_{epoch + 1:04d}")
 
-    test = _shard("test")
+    test = dataset_shard("test")
     if state.final is None:
         state.final = {}
         if test is not None:
