@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Triple = tuple[int, int, int]
@@ -45,13 +46,36 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(self.pool(x)))))
 
 
+class StridedAvgPool(nn.Module):
+    """Average over a ``1x3x3`` window clipped to the map (padding not counted), strided:
+    ``(B, C, T, H, W) -> (B, C, T, ceil(H / s), ceil(W / s))``, for every ``H, W >= 1``.
+
+    ``nn.AvgPool3d`` refuses maps smaller than its window even when padded (a 2x2 map after three stride-2
+    stages of a small clip); there the window is zero-padded explicitly and the sum divided by the number of
+    real elements it covered, which is the same average.
+    """
+
+    def __init__(self, stride: Triple):
+        super().__init__()
+        self.stride = stride
+        self.pool = nn.AvgPool3d((1, 3, 3), stride=stride, padding=(0, 1, 1), count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] >= 3 and x.shape[-2] >= 3:
+            return self.pool(x)
+        pad = (1, 1, 1, 1)
+        total = F.avg_pool3d(F.pad(x, pad), (1, 3, 3), stride=self.stride)
+        covered = F.avg_pool3d(F.pad(torch.ones_like(x[:1, :1]), pad), (1, 3, 3), stride=self.stride)
+        return total / covered
+
+
 def create_shortcut(cin: int, cout: int, stride: Triple) -> nn.Module:
     """Residual path: identity, 1x1x1 conv + BN where the width changes, average pooling where only the
     stride does (3x3 window, so odd sizes map to ``ceil(r / s)`` like the strided convs)."""
     if cin != cout:
         return conv_bn(cin, cout, stride=stride, act=None)
     if stride != (1, 1, 1):
-        return nn.AvgPool3d((1, 3, 3), stride=stride, padding=(0, 1, 1), count_include_pad=False)
+        return StridedAvgPool(stride)
     return nn.Identity()
 
 

@@ -259,7 +259,7 @@ def synflow_score(model: nn.Module, x: torch.Tensor, cut_points: list[nn.Module]
 # -- the registered scores (one evaluation per seed) -------------------------------------------------
 @contextlib.contextmanager
 def named_errors(proxy: str, spec: ArchSpec) -> Iterator[None]:
-    """A network that fails to run (e.g. a pooling window larger than its feature map) raises
+    """A network that fails to run inside torch (e.g. out of memory, an unsupported op) raises
     ``ValueError`` naming the proxy and the spec."""
     try:
         yield

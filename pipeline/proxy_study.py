@@ -264,8 +264,8 @@ def infinite_stentr(spec: ArchSpec) -> bool:
 
 
 def cannot_run(spec: ArchSpec) -> str | None:
-    """Why the network of ``spec`` cannot run on its own clip size (e.g. a pooling shortcut on a map smaller
-    than its window), or None. A forward on the meta device: shapes only, no compute."""
+    """Why the network of ``spec`` cannot run on its own clip size (an op torch refuses at that size; the
+    check is cheap), or None. A forward on the meta device: shapes only, no compute."""
     import torch
 
     from e3d.model import build_model

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from e3d import zoo
+from e3d.blocks import StridedAvgPool
 from e3d.model import InvertedBottleneck, SqueezeExcite, build_model
 
 
@@ -35,7 +36,7 @@ def test_block_layout_matches_design():
     assert isinstance(first.shortcut, nn.Sequential)  # width changes: 1x1x1 conv + BN
     assert isinstance(second.shortcut, nn.Identity)
     assert [isinstance(b.se, SqueezeExcite) for b in stage] == [True, False] * 3
-    assert isinstance(model.stages[0][0].shortcut, nn.AvgPool3d)  # 24 -> 24 with stride 2
+    assert isinstance(model.stages[0][0].shortcut, StridedAvgPool)  # 24 -> 24 with stride 2
     assert model.classifier.dropout.p == 0.5 and model.classifier.fc.out_features == 2048
 
 
@@ -61,3 +62,19 @@ def test_init_counts_fan_out_per_group():
     assert dw.weight.std().item() == pytest.approx((2 / 27) ** 0.5, rel=0.05)
     expand = model.stages[4][0].expand[0]  # dense 1x1x1, 120 -> 384
     assert expand.weight.std().item() == pytest.approx((2 / 384) ** 0.5, rel=0.05)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 7])
+def test_stride_only_shortcut_on_maps_of_any_size(size):
+    """The shortcut's average equals nn.AvgPool3d (padding not counted) where that accepts the map, and is the
+    mean of the clipped window on maps smaller than it (2x2 -> mean of all four, 1x1 -> identity)."""
+    x = torch.randn(2, 3, 4, size, size)
+    y = StridedAvgPool((1, 2, 2))(x)
+    assert y.shape == (2, 3, 4, (size + 1) // 2, (size + 1) // 2)
+    if size >= 3:
+        ref = nn.AvgPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), count_include_pad=False)(x)
+        torch.testing.assert_close(y, ref)
+    elif size == 2:
+        torch.testing.assert_close(y, x.mean(dim=(-2, -1), keepdim=True))
+    else:
+        torch.testing.assert_close(y, x)

@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from e3d import proxies, zoo  # noqa: E402
+from e3d.blocks import StridedAvgPool  # noqa: E402
 from e3d.scores import FORWARD, get_score, score_names  # noqa: E402
 
 K333 = (3, 3, 3)
@@ -142,11 +143,22 @@ def test_unbuildable_spec_named(monkeypatch):
         get_score("zen")(plain(8))
 
 
-def test_network_that_cannot_run_named():
-    """A pooling shortcut on a map smaller than its window fails inside torch: the error names the spec."""
+def test_tiny_maps_run():
+    """Three stride-2 stages take 32 -> 2 -> 1: the pooling shortcut still runs on maps smaller than its window."""
     spec = zoo.make("tiny-map", (4, 32, None), [(K333, 16, 32, 1, 2)] * 3 + [(K333, 16, 32, 1, 1), (K333, 16, 32, 1, 2)])
     for name in ("zen", "maedet", "synflow"):
-        with pytest.raises(ValueError, match=rf"{name}: spec 'tiny-map' cannot run at 4x32\^2"):
+        assert math.isfinite(get_score(name)(spec)), name
+
+
+def test_network_that_cannot_run_named(monkeypatch):
+    """A network that fails inside torch while running: the error names the proxy, the spec and the clip."""
+    def fails(self, x):
+        raise RuntimeError("simulated kernel failure\nsecond line")
+
+    monkeypatch.setattr(StridedAvgPool, "forward", fails)
+    spec = zoo.make("tiny-map", (4, 32, None), [(K333, 16, 32, 1, 2)] * 3 + [(K333, 16, 32, 1, 1), (K333, 16, 32, 1, 2)])
+    for name in ("zen", "maedet", "synflow"):
+        with pytest.raises(ValueError, match=rf"{name}: spec 'tiny-map' cannot run at 4x32\^2: simulated kernel failure$"):
             get_score(name)(spec)
 
 
