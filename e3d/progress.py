@@ -1,13 +1,31 @@
 """A minimal progress bar (no tqdm): ``37%|███▋      | 185000/500000 [00:05<00:08, 37012 it/s, best=210.3]``.
 
 It redraws at most ten times a second on one line of ``stream`` (stderr), and is silent when the stream is
-not a terminal unless ``enabled=True``.
+not a terminal unless ``enabled=True``. Code that prints other lines while a bar is drawn (the job's
+forwarded worker lines) prints them inside :func:`suspended`, so the bar is cleared first and redrawn after.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
+
+_DRAWN: list["Progress"] = []  # bars on screen now
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Clear every bar on screen, run the block (which prints), then redraw the bars below its lines."""
+    bars = list(_DRAWN)
+    for bar in bars:
+        bar.clear()
+    try:
+        yield
+    finally:
+        for bar in bars:
+            if bar.enabled:
+                bar._draw()
 
 
 def _clock(seconds: float) -> str:
@@ -51,6 +69,15 @@ class Progress:
         self.stream.write("\r" + text.ljust(self._width))
         self.stream.flush()
         self._shown, self._width = self.done, len(text)
+        if self not in _DRAWN:
+            _DRAWN.append(self)
+
+    def clear(self) -> None:
+        """Blank the bar's line and return the cursor to its start (the bar is redrawn on the next update)."""
+        if self in _DRAWN:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._shown = -1
 
     def close(self) -> None:
         if self.enabled:
@@ -59,6 +86,8 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self.enabled = False
+        if self in _DRAWN:
+            _DRAWN.remove(self)
 
     def __enter__(self) -> "Progress":
         return self

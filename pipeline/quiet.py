@@ -66,10 +66,13 @@ def filter_worker_output() -> bool:
         return False
     ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
 
+    from e3d.progress import suspended  # noqa: PLC0415
+
     def emit(data: dict) -> None:
         lines = own_lines_only(list(data.get("lines", [])))
         if lines:
-            ray_worker.print_to_stdstream(dict(data, lines=lines), ignore_prefix=ignore_prefix)
+            with suspended():  # the progress bars on screen move below the lines
+                ray_worker.print_to_stdstream(dict(data, lines=lines), ignore_prefix=ignore_prefix)
 
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.add_handler("ray_print_logs", functools.partial(emit))

@@ -410,6 +410,10 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
 
     dataset = load_data(config.data, out, seed=config.seed)
     say(f"[data] {len(dataset.classes)} classes, {len(dataset.train)} train / {len(dataset.val)} val videos")
+    if dataset.ignored:
+        shown = ", ".join(Path(p).name for p in dataset.ignored[:5]) + (", ..." if len(dataset.ignored) > 5 else "")
+        say(f"[data] ignored {len(dataset.ignored)} files that are not videos by their extension: {shown} "
+            f"(all listed in summary.json; `python jobs/inspect_data.py` checks the rest)")
 
     with tracking.run("search_and_train", run_id=state.get("parent_run_id"), system_metrics=True) as parent:
         state["parent_run_id"] = parent.info.run_id
@@ -463,7 +467,8 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
                            search_summary=outcome.summary(), table=table, tracking_uri=tracking.tracking_uri,
                            parent_run_id=parent.info.run_id, out_dir=store.uri or str(out),
                            wall_s=time.time() - start)
-        summary = result.summary() | {"skipped_files": skipped, "restarts": restarts(outcome, results),
+        summary = result.summary() | {"skipped_files": skipped, "ignored_files": dataset.ignored,
+                                      "restarts": restarts(outcome, results),
                                       "placement": {"train": plan.to_dict(), "autoscale": scaled.to_dict()}}
         if store.remote:
             summary["work_dir"] = str(out)
@@ -478,6 +483,8 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     if skipped.get("skipped"):
         say(f"[data] skipped {skipped['skipped']} clips from {skipped['files']} undecodable files "
             f"(see summary.json)")
+    if dataset.ignored:
+        say(f"[data] ignored {len(dataset.ignored)} files that are not videos (see summary.json)")
     say(f"\nCompare the candidates in the MLflow UI:\n  {ui_command(tracking.tracking_uri)}")
     return result
 

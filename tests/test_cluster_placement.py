@@ -114,3 +114,37 @@ def test_restarts_count_islands_and_resumed_training_sessions():
     results = [SimpleNamespace(name="cand1", history=history), SimpleNamespace(name="cand2", history=history[:2])]
     got = restarts(outcome, results)
     assert got == {"search_islands": 1, "training_sessions": 1, "sessions": {"cand1": [0, 2], "cand2": [0]}}
+
+
+def test_a_read_only_monitor_is_no_autoscaler(monkeypatch):
+    """A plain ``ray.init()`` head runs a monitor with Ray's read-only provider: it reports, but can launch
+    nothing, so the job must not wait for it (it cost a minute per local job before)."""
+    from pipeline.train import resources
+
+    monkeypatch.setattr(resources, "_autoscaler_v2_groups", lambda: None)
+    local = {"autoscaler_report": {"active_nodes": {"node_ab12": 1}, "pending_launches": {},
+                                   "node_type_mapping": {"ab12": "node_ab12"}}}
+    configured = {"autoscaler_report": {"active_nodes": {"ray.head.default": 1}, "pending_launches": {},
+                                        "node_type_mapping": {"ab12": "ray.head.default", "cd34": "train_gpu"}}}
+    for status, expected in ((None, False), ({}, False), (local, False), (configured, True)):
+        monkeypatch.setattr(resources, "autoscaler_status", lambda s=status: s)
+        assert resources.has_autoscaler() is expected, status
+
+
+def test_local_ray_has_no_autoscaler():
+    """The real thing: a local Ray instance's monitor, once it has reported."""
+    import time
+
+    import ray
+
+    from pipeline.train.resources import autoscaler_status, has_autoscaler
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        deadline = time.monotonic() + 30
+        while not (autoscaler_status() or {}).get("autoscaler_report") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert (autoscaler_status() or {}).get("autoscaler_report"), "the monitor never reported"
+        assert not has_autoscaler()
+    finally:
+        ray.shutdown()

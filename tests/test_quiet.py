@@ -8,3 +8,49 @@ def test_only_the_projects_own_lines_pass():
              "✔️  Dataset train execution finished", "[2026-12-01 09:19:27,897 E 14862] core_worker.cc: Actor",
              "[autoscale] asked for 1 x train_gpu"]
     assert own_lines_only(lines) == [lines[0], lines[3], lines[7]]
+
+
+def test_lines_printed_while_a_bar_is_drawn_go_above_it():
+    import io
+
+    from e3d.progress import Progress, suspended
+
+    screen = io.StringIO()
+    bar = Progress(10, enabled=True, stream=screen, min_interval=0)
+    bar.update(3)
+    with suspended():
+        screen.write("[train] cand1 epoch 3/10\n")
+    bar.update(1)
+    bar.close()
+    # the bar's text is blanked before the line, and drawn again after it
+    before, after = screen.getvalue().split("[train] cand1 epoch 3/10\n")
+    assert before.endswith("\r") and "3/10" in before and before.rstrip("\r").endswith(" ")
+    assert after.startswith("\r") and "3/10" in after and "4/10" in after and after.endswith("\n")
+    written = len(screen.getvalue())
+    with suspended():  # no bar on screen any more: nothing cleared or redrawn
+        pass
+    assert len(screen.getvalue()) == written
+
+
+def test_epoch_bar_counts_each_candidates_epochs_once():
+    """Tune reports (one per epoch, a final one repeating the last epoch, a resumed trial starting at its
+    checkpoint's epoch) advance the bar by the epochs finished since the trial's last report."""
+    import io
+    from types import SimpleNamespace
+
+    from pipeline.train.progress import EpochProgress
+
+    screen = io.StringIO()
+    cb = EpochProgress(["cand1", "cand2"], 4, enabled=True, stream=screen)
+    cb.bar.min_interval = 0
+    t1, t2 = SimpleNamespace(config={"candidate": 0}), SimpleNamespace(config={"candidate": 1})
+    for e in (1, 2):
+        cb.on_trial_result(0, [], t1, {"epoch": e})
+    cb.on_trial_result(0, [], t2, {"epoch": 3})  # resumed from a checkpoint at epoch 2
+    cb.on_trial_result(0, [], t1, {"epoch": 2, "mv_top1": 50.0})  # the final report repeats the epoch
+    cb.on_trial_result(0, [], t2, {"loss": 1.0})  # no epoch: ignored
+    assert cb.bar.done == 5 and cb.bar.fields == {"cand1": "2/4", "cand2": "3/4"}
+    cb.on_trial_complete(0, [], t1)
+    assert cb.bar.fields == {"cand2": "3/4"}
+    cb.on_experiment_end([])
+    assert "5/8" in screen.getvalue() and "epoch/s" in screen.getvalue() and screen.getvalue().endswith("\n")

@@ -38,6 +38,19 @@ def test_folder_with_seeded_stratified_split(tmp_path):
     other = load_dataset(tmp_path, seed=1)
     assert other.val != ds.val and len(other.val) == 6  # the seed changes the split
     assert len(load_dataset(tmp_path, val_fraction=0.5).val) == 15
+    assert ds.ignored == [str(tmp_path / "apple" / "notes.txt")]
+
+
+def test_folder_lists_files_it_ignores(tmp_path):
+    """.gif/.swf files, and a class folder holding only them, are left out and listed; hidden files are not."""
+    for c in ("run", "jump"):
+        for k in range(3):
+            touch(tmp_path / c / f"{c}_{k}.avi")
+    gif, swf = touch(tmp_path / "run" / "run_9.gif"), touch(tmp_path / "wave" / "wave_0.swf")
+    touch(tmp_path / "jump" / ".DS_Store")
+    ds = load_dataset(tmp_path)
+    assert ds.classes == ["jump", "run"]  # 'wave' has no video at all
+    assert ds.ignored == sorted([str(gif), str(swf)])
 
 
 def test_folder_with_given_split(tmp_path):

@@ -36,9 +36,13 @@ def test_report_with_a_bad_file(tmp_path, capsys):
     assert report["videos"]["frames"]["median"] == 24 and report["videos"]["fps"]["max"] == 15
     assert report["videos"]["resolutions"] == {"32x32": 8}
     assert report["throughput"]["clips_per_s_per_core"] > 1
+    assert report["dataset"]["ignored"] == 0
+    gif = root / "train" / "up" / "anim.gif"
+    gif.write_bytes(b"GIF89a")
     assert inspect_main()([str(root), "--frames", "8", "--size", "32", "--workers", "2"]) == 0
     text = capsys.readouterr().out
     assert "BAD " + str(bad) in text and "1 undecodable" in text
+    assert "1 files ignored (not a video extension: {'.gif': 1})" in text and "IGNORED " + str(gif) in text
 
 
 def test_unreadable_dataset_exits_nonzero(tmp_path, capsys):

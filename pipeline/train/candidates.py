@@ -96,6 +96,8 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
 def _run_tune(specs, source, names, kwargs, plan, out_dir, verbose) -> list[CandidateResult]:
     from ray import tune
 
+    from .progress import EpochProgress
+
     trainable = tune.with_parameters(_candidate_trial, specs=[s.to_dict() for s in specs], source=source,
                                      run_names=names, kwargs=kwargs)
     tuner = tune.Tuner(
@@ -105,7 +107,8 @@ def _run_tune(specs, source, names, kwargs, plan, out_dir, verbose) -> list[Cand
                                     trial_name_creator=lambda t: names[t.config["candidate"]],
                                     trial_dirname_creator=lambda t: names[t.config["candidate"]]),
         run_config=tune.RunConfig(name=f"candidates-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(out_dir / "tune"), verbose=verbose),
+                                  storage_path=str(out_dir / "tune"), verbose=verbose,
+                                  callbacks=[EpochProgress([s.name for s in specs], kwargs["recipe"].epochs)]),
     )
     grid = tuner.fit()
     errors = {}

@@ -260,10 +260,21 @@ def _autoscaler_v2_groups() -> list[Any] | None:
 
 
 def has_autoscaler() -> bool:
-    """Whether the cluster runs an autoscaler (``ray up`` clusters and Ray's fake multi-node cluster do; a
-    plain ``ray.init()`` or ``ray start`` without ``--autoscaling-config`` does not)."""
+    """Whether the cluster runs an autoscaler that can add nodes (``ray up`` clusters and Ray's fake multi-node
+    cluster do; a plain ``ray.init()`` or ``ray start`` without ``--autoscaling-config`` does not: its head's
+    monitor runs Ray's read-only provider, which reports the nodes but launches none)."""
     status = autoscaler_status()
-    return bool(status and status.get("autoscaler_report")) or _autoscaler_v2_groups() is not None
+    report = (status or {}).get("autoscaler_report")
+    if report and not _read_only(report):
+        return True
+    return _autoscaler_v2_groups() is not None
+
+
+def _read_only(report: dict[str, Any]) -> bool:
+    """Whether an autoscaler report comes from the read-only provider: it names every node's type
+    ``node_<node id>`` (``ray.autoscaler._private.util.format_readonly_node_type``)."""
+    mapping = report.get("node_type_mapping") or {}
+    return bool(mapping) and all(kind == f"node_{node}" for node, kind in mapping.items())
 
 
 def _launching() -> bool:

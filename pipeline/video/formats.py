@@ -60,6 +60,7 @@ class VideoDataset:
     val: list[VideoItem]
     split: str  # how train/val were made
     missing: list[str] = field(default_factory=list)  # listed videos not found on disk
+    ignored: list[str] = field(default_factory=list)  # files found where videos are looked for, not videos
 
     def label_map(self) -> dict:
         """The class <-> index mapping with where it came from (what ``save_label_map`` writes)."""
@@ -142,6 +143,13 @@ def _videos_under(path: Path) -> list[Path]:
     return sorted(Path(d, f) for d, _, files in os.walk(path) for f in files if _is_video(f))
 
 
+def _not_videos_under(paths: Iterable[Path]) -> list[str]:
+    """Files under ``paths`` left out for their extension (``.gif``, ``.swf``, ...); hidden files are not
+    counted (``.DS_Store``)."""
+    return sorted(_abs(Path(d, f)) for p in paths for d, _, files in os.walk(p) for f in files
+                  if not f.startswith(".") and not _is_video(f))
+
+
 def _find_file(root: Path, name: str, subdirs: Iterable[str] = ("", "ucfTrainTestlist", "annotations",
                                                                   "splits", "labels")) -> Path | None:
     for sub in subdirs:
@@ -201,13 +209,15 @@ def _load_folder(root: Path, val_fraction: float, seed: int) -> VideoDataset:
         out = {name: [VideoItem(_abs(v), index[d.name]) for d in _subdirs(p) if d.name in index
                       for v in _videos_under(d)] for name, p in parts.items()}
         return VideoDataset(_abs(root), "folder", classes, _sorted(out["train"]), _sorted(out["val"]),
-                            split=f"given: {parts['train'].name}/ and {parts['val'].name}/ folders")
+                            split=f"given: {parts['train'].name}/ and {parts['val'].name}/ folders",
+                            ignored=_not_videos_under(parts.values()))
     class_dirs = list(video_dirs.values())
     classes = [d.name for d in class_dirs]
     samples = [(_abs(v), i) for i, d in enumerate(class_dirs) for v in _videos_under(d)]
     train, val = _seeded_split(samples, len(classes), val_fraction, seed)
     return VideoDataset(_abs(root), "folder", classes, train, val,
-                        split=f"seeded: {val_fraction:g} of each class to val, seed {seed}")
+                        split=f"seeded: {val_fraction:g} of each class to val, seed {seed}",
+                        ignored=_not_videos_under(_subdirs(root)))
 
 
 def _read_path_label_csv(path: Path) -> list[dict[str, str]]:

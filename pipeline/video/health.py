@@ -13,6 +13,7 @@ import time
 import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,9 @@ def check_dataset(root: str, format: str | None = None, *, frames: int = 16, sam
     return {
         "dataset": {"root": ds.root, "format": ds.format, "num_classes": len(ds.classes), "classes": ds.classes,
                     "split": ds.split, "train": len(ds.train), "val": len(ds.val),
-                    "missing": len(ds.missing), "missing_examples": ds.missing[:20]},
+                    "missing": len(ds.missing), "missing_examples": ds.missing[:20],
+                    "ignored": len(ds.ignored), "ignored_files": ds.ignored,
+                    "ignored_by_extension": dict(Counter(Path(p).suffix.lower() or "(none)" for p in ds.ignored))},
         "counts": ds.counts(),
         "clip": {"frames": frames, "sampling_rate": sampling_rate, "size": size, "span_frames": span},
         "files": {"checked": len(results), "decodable": len(good), "undecodable": len(bad),
@@ -109,6 +112,11 @@ def format_report(report: dict) -> str:
              f" videos; split {d['split']}"]
     if d["missing"]:
         lines.append(f"  {d['missing']} listed videos missing on disk, e.g. {d['missing_examples'][:3]}")
+    if d.get("ignored"):
+        lines.append(f"  {d['ignored']} files ignored (not a video extension: {d['ignored_by_extension']}):")
+        lines.extend(f"    IGNORED {p}" for p in d["ignored_files"][:20])
+        if d["ignored"] > 20:
+            lines.append(f"    ... and {d['ignored'] - 20} more (all in the JSON report)")
     width = max((len(c) for c in d["classes"]), default=5)
     lines.append(f"  {'class':{width}s}  train    val")
     for c in d["classes"]:
