@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"failed: {', '.join(failed)}")
     if tracking is not None:
-        from pipeline.tracking import ui_command  # noqa: PLC0415
+        from pipeline.tracking import ui_hint  # noqa: PLC0415
 
-        print(f"MLflow UI: {ui_command(tracking.tracking_uri)}")
+        print(f"MLflow UI:\n{ui_hint(tracking)}")
     return 1 if failed else 0
 
 

@@ -165,9 +165,9 @@ def _print_files(files: dict, tracking) -> None:
     for key, path in files.items():
         print(f"  {key:10s} {path}", file=sys.stderr)
     if tracking is not None:
-        from pipeline.tracking import ui_command  # noqa: PLC0415
+        from pipeline.tracking import ui_hint  # noqa: PLC0415
 
-        print(f"  mlflow     {ui_command(tracking.tracking_uri)}", file=sys.stderr)
+        print(f"  mlflow UI:\n  {ui_hint(tracking)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

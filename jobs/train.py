@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     print(f"\nwall time {time.perf_counter() - t0:.0f} s; outputs in {out}")
     if tracking is not None:
-        from pipeline.tracking import ui_command  # noqa: PLC0415
+        from pipeline.tracking import ui_hint  # noqa: PLC0415
 
-        print(f"MLflow UI: {ui_command(tracking.tracking_uri)}")
+        print(f"MLflow UI:\n{ui_hint(tracking)}")
     return 0 if all(r.ok for r in results) else 1
 
 

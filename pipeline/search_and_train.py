@@ -389,7 +389,7 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     """Search, select, train and evaluate; log everything to MLflow; return the summary."""
     import ray
 
-    from pipeline.tracking import Tracking, log_dict_json, ui_command
+    from pipeline.tracking import Tracking, log_dict_json, ui_hint
     from pipeline.train import format_table, plan_resources, train_candidates
     from pipeline.train.resources import autoscaled_training
     from pipeline.video.ray_data import skipped_report
@@ -485,7 +485,7 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
             f"(see summary.json)")
     if dataset.ignored:
         say(f"[data] ignored {len(dataset.ignored)} files that are not videos (see summary.json)")
-    say(f"\nCompare the candidates in the MLflow UI:\n  {ui_command(tracking.tracking_uri)}")
+    say(f"\nCompare the candidates in the MLflow UI:\n{ui_hint(tracking)}")
     return result
 
 

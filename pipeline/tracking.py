@@ -40,8 +40,33 @@ def default_tracking_uri(root: str | Path = "runs") -> str:
 
 
 def ui_command(tracking_uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store."""
+    """The shell command that opens the MLflow UI on this store (a server URI needs none: open :func:`ui_url`)."""
     return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def ui_url(tracking_uri: str, experiment_name: str, port: int = 5000) -> str:
+    """The page of the experiment's runs: ``<ui>/#/experiments/<id>?workflowType=machine_learning``.
+
+    MLflow 3's UI keeps a per-browser mode (GenAI or model training) that starts as GenAI, where an experiment
+    opens on a traces overview; the ``workflowType`` parameter opens it on its runs (and switches the mode).
+    ``<ui>`` is the tracking server for an ``http(s)`` URI, else ``mlflow ui``'s ``http://127.0.0.1:<port>``.
+    """
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiment = MlflowClient(tracking_uri).get_experiment_by_name(experiment_name)
+    except Exception:  # a hint only: never a reason to fail a finished job
+        experiment = None
+    return f"{base}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning" if experiment else base
+
+
+def ui_hint(tracking: "Tracking") -> str:
+    """The lines a job ends with: the command that starts the UI (local stores) and the page to open."""
+    url = ui_url(tracking.tracking_uri, tracking.experiment_name)
+    if tracking.tracking_uri.startswith(("http://", "https://")):
+        return f"  open {url}"
+    return f"  {ui_command(tracking.tracking_uri)}\n  then open {url}"
 
 
 @dataclass(frozen=True)

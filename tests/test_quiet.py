@@ -54,3 +54,26 @@ def test_epoch_bar_counts_each_candidates_epochs_once():
     assert cb.bar.fields == {"cand2": "3/4"}
     cb.on_experiment_end([])
     assert "5/8" in screen.getvalue() and "epoch/s" in screen.getvalue() and screen.getvalue().endswith("\n")
+
+
+def test_ui_hint_opens_the_experiment_on_its_runs(tmp_path, monkeypatch):
+    """MLflow 3's UI starts in GenAI mode; the printed page has workflowType=machine_learning and the id."""
+    from pipeline.tracking import Tracking, ui_hint, ui_url
+
+    tracking = Tracking.local(tmp_path / "mlruns", "e3d-hint")
+    with tracking.run("job"):
+        pass
+    experiment_id = tracking.client().get_experiment_by_name("e3d-hint").experiment_id
+    hint = ui_hint(tracking)
+    assert f"mlflow ui --backend-store-uri {tracking.tracking_uri}" in hint
+    assert f"then open http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning" in hint
+    assert ui_url(tracking.tracking_uri, "no-such-experiment") == "http://127.0.0.1:5000"
+    # a tracking server is its own UI (the client is stubbed: no request leaves this machine)
+    from types import SimpleNamespace
+
+    import mlflow.tracking
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient",
+                        lambda uri: SimpleNamespace(get_experiment_by_name=lambda name: SimpleNamespace(experiment_id="7")))
+    server = Tracking("http://127.0.0.1:8080/", "x")
+    assert ui_hint(server) == "  open http://127.0.0.1:8080/#/experiments/7?workflowType=machine_learning"

@@ -21,6 +21,7 @@ def test_summary_and_outputs(job):
     out, result = job
     summary = json.loads((out / "summary.json").read_text())
     assert [c["name"] for c in summary["candidates"]] == ["cand1"]
+    assert summary["ignored_files"] == [] and summary["placement"]["autoscale"]["outcome"] in ("off", "no-autoscaler")
     cand = result.candidates[0]
     assert cand.ok and cand.epochs == 1 and 0 <= cand.mv_top1 <= 100
     assert cand.flops <= 0.03e9 and cand.stentr > 0
