@@ -7,7 +7,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from e3d import zoo
 from e3d.cost import cost
@@ -15,21 +14,11 @@ from e3d.families.twostream import FUSION_OPS, create_fusion, sparse_frames, vie
 from e3d.model import build_model
 from e3d.scores import homoentr, refinement, stentr
 from e3d.spec import ArchSpec, SpecError
+from test_cost import measured
 
 TWO_STREAM_ZOO = [n for n in zoo.names() if zoo.get(n).family == "twostream"]
 kernels = st.sampled_from([[1, 1, 1], [1, 3, 3], [1, 5, 5], [3, 3, 3], [3, 1, 1], [5, 3, 3]])
 widths = st.integers(1, 8).map(lambda w: 8 * w)
-
-
-def measured(spec: ArchSpec) -> tuple[int, int]:
-    """(MACs, params) of the built model, counted by torch on the meta device."""
-    with torch.device("meta"):
-        model = build_model(spec)
-        x = torch.empty(1, 3, spec.frames, spec.size, spec.size)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x)
-    return counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
 
 
 def spec_dict(**changes):
