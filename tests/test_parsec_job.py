@@ -22,7 +22,6 @@ def job(tmp_path_factory):
     ray.shutdown()
 
 
-@pytest.mark.slow  # two Ray Train runs, ~2.5 min: `make test-slow` (the search itself is tested without Ray)
 def test_job_trains_the_most_probable_two_stream_net(job):
     out, config, result = job
     summary = json.loads((out / "summary.json").read_text())
@@ -43,7 +42,6 @@ def test_job_trains_the_most_probable_two_stream_net(job):
     assert outcome.cpu_s > 0 and outcome.extra["t_max_gflops"] == pytest.approx(0.03)
 
 
-@pytest.mark.slow
 def test_mlflow_search_run_has_the_per_step_metrics(job):
     import mlflow
 
@@ -61,7 +59,7 @@ def test_mlflow_search_run_has_the_per_step_metrics(job):
     assert search["params.strategy"] == "parsec" and search["params.family"] == "twostream"
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a third Ray Train run
 def test_search_resumes_from_its_checkpoint(job):
     """Asked for one more epoch, the finished search continues from its last checkpoint (weights and alpha)."""
     from e3d.strategy import SearchContext, get_strategy

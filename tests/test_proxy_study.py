@@ -148,7 +148,6 @@ STUDY = dict(models=4, epochs=1, clip_frames=4, clip_size=32, sampling_rate=2, b
              search_iterations=20, search_population=4)
 
 
-@pytest.mark.slow  # ~3 min on 2 idle cores (the default suite's budget): `make test-slow`
 @pytest.mark.timeout(1200)  # 6.5 min measured with a load average of 35
 def test_study_end_to_end_and_resume(ray4, videos, tmp_path):
     from pipeline.proxy_study import check_study, run_study
