@@ -52,6 +52,10 @@ def test_epoch_bar_counts_each_candidates_epochs_once():
     assert cb.bar.done == 5 and cb.bar.fields == {"cand1": "2/4", "cand2": "3/4"}
     cb.on_trial_complete(0, [], t1)
     assert cb.bar.fields == {"cand2": "3/4"}
+    import pickle
+
+    again = pickle.loads(pickle.dumps(cb))  # Tune saves its callbacks with the experiment state
+    assert again.reached == cb.reached and again.bar.done == 5 and again.bar.stream is not screen
     cb.on_experiment_end([])
     assert "5/8" in screen.getvalue() and "epoch/s" in screen.getvalue() and screen.getvalue().endswith("\n")
 

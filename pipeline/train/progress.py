@@ -15,11 +15,25 @@ from e3d.progress import Progress
 
 
 class EpochProgress(Callback):
+    """Tune pickles its callbacks with the experiment state: the bar and its stream (a terminal, or pytest's
+    capture) stay out of the pickle and are made again on first use."""
+
     def __init__(self, names: list[str], epochs: int, *, enabled: bool | None = None, stream: Any = None):
-        self.names, self.epochs = names, epochs
-        self.bar = Progress(len(names) * epochs, enabled=enabled, stream=stream, unit="epoch")
+        self.names, self.epochs, self.enabled, self.stream = names, epochs, enabled, stream
+        self._bar: Progress | None = None
         self.reached: dict[str, int] = {}  # candidate -> last epoch reported
         self.running: dict[str, str] = {}  # candidate -> "7/15"
+
+    @property
+    def bar(self) -> Progress:
+        if self._bar is None:
+            self._bar = Progress(len(self.names) * self.epochs, enabled=self.enabled, stream=self.stream,
+                                 unit="epoch")
+            self._bar.done = sum(self.reached.values())
+        return self._bar
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_bar": None, "stream": None}
 
     def _name(self, trial: Any) -> str:
         index = (getattr(trial, "config", None) or {}).get("candidate")
@@ -43,4 +57,5 @@ class EpochProgress(Callback):
     on_trial_error = on_trial_complete
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.bar.close()
+        if self._bar is not None:
+            self._bar.close()
