@@ -53,8 +53,9 @@ class Progress:
         bar = ("█" * full + partial).ljust(self.width)
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         extra = "".join(f", {k}={v}" for k, v in self.fields.items())
+        speed = f"{1 / rate:.1f} s/{self.unit}" if 0 < rate < 1 else f"{rate:.0f} {self.unit}/s"
         return (f"{100 * frac:3.0f}%|{bar}| {self.done}/{self.total} "
-                f"[{_clock(elapsed)}<{_clock(eta)}, {rate:.0f} {self.unit}/s{extra}]")
+                f"[{_clock(elapsed)}<{_clock(eta)}, {speed}{extra}]")
 
     def update(self, n: int = 1, **fields: Any) -> None:
         self.done += n

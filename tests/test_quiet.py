@@ -58,6 +58,7 @@ def test_epoch_bar_counts_each_candidates_epochs_once():
     assert again.reached == cb.reached and again.bar.done == 5 and again.bar.stream is not screen
     cb.on_experiment_end([])
     assert "5/8" in screen.getvalue() and "epoch/s" in screen.getvalue() and screen.getvalue().endswith("\n")
+    assert "2/8" not in screen.getvalue().split("1/8")[0]  # the first report counts once
 
 
 def test_ui_hint_opens_the_experiment_on_its_runs(tmp_path, monkeypatch):
@@ -81,3 +82,14 @@ def test_ui_hint_opens_the_experiment_on_its_runs(tmp_path, monkeypatch):
                         lambda uri: SimpleNamespace(get_experiment_by_name=lambda name: SimpleNamespace(experiment_id="7")))
     server = Tracking("http://127.0.0.1:8080/", "x")
     assert ui_hint(server) == "  open http://127.0.0.1:8080/#/experiments/7?workflowType=machine_learning"
+
+
+def test_slow_bars_show_seconds_per_item():
+    import io
+
+    from e3d.progress import Progress
+
+    bar = Progress(30, enabled=True, stream=io.StringIO(), unit="epoch")
+    bar.start -= 20.0  # two epochs in 20 s
+    bar.update(2)
+    assert "10.0 s/epoch" in bar.line() and "0 epoch/s" not in bar.line()

@@ -43,12 +43,12 @@ class EpochProgress(Callback):
         epoch = result.get("epoch")
         if not isinstance(epoch, int):
             return
-        name = self._name(trial)
+        bar, name = self.bar, self._name(trial)  # the bar first: a new one starts from the epochs reached so far
         advance = max(0, epoch - self.reached.get(name, 0))
         self.reached[name] = max(epoch, self.reached.get(name, 0))
         self.running[name] = f"{epoch}/{self.epochs}"
-        self.bar.fields = dict(self.running)
-        self.bar.update(advance)
+        bar.fields = dict(self.running)
+        bar.update(advance)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running.pop(self._name(trial), None)
