@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from e3d.blocks import StridedAvgPool
+
 UNITS = ("S", "ST", "S+ST")
 
 
@@ -175,7 +177,7 @@ class TemplateNet(nn.Module):
         t = settings
         self.settings = t
         self.stem = nn.Sequential(_conv(3, t.stem, (1, 3, 3)), nn.BatchNorm3d(t.stem), nn.ReLU(),
-                                  nn.AvgPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1), count_include_pad=False))
+                                  StridedAvgPool((1, 2, 2)))
         self.blocks, self.reductions = nn.ModuleList(), nn.ModuleList()
         c = t.stem
         for b in range(t.blocks):
@@ -186,8 +188,7 @@ class TemplateNet(nn.Module):
             if b < t.blocks - 1:
                 out = max(8, int(c * t.compression))
                 self.reductions.append(nn.Sequential(nn.BatchNorm3d(c), nn.ReLU(), _conv(c, out, (1, 1, 1)),
-                                                     nn.AvgPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1),
-                                                                  count_include_pad=False)))
+                                                     StridedAvgPool((1, 2, 2))))
                 c = out
         self.head = nn.Sequential(nn.BatchNorm3d(c), nn.ReLU())
         self.dropout = nn.Dropout(t.dropout)
