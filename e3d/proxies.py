@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .latency import torch_threads
 from .model import build_model
 from .scores import FORWARD, register_score
 from .spec import ArchSpec
@@ -46,16 +47,9 @@ def seeded(seed: int, threads: int | None = 1) -> Iterator[None]:
     RNG state and thread count are restored. One thread: a proxy evaluates small tensors, parallelism comes
     from scoring specs in parallel processes, and on a loaded machine two OpenMP threads made an E3D-S
     evaluation at 4x32^2 20-30x slower (13-20 s instead of 0.6 s)."""
-    previous = torch.get_num_threads()
-    if threads is not None and threads != previous:
-        torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def build(spec: ArchSpec, proxy: str) -> nn.Module:

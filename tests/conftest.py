@@ -21,3 +21,12 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test (tiny tensors: a thread pool only adds contention), restored after."""
+    from e3d.latency import torch_threads
+
+    with torch_threads(1):
+        yield

@@ -20,12 +20,7 @@ class Shard:
             yield {"clip": self.x[i:i + batch_size], "label": self.y[i:i + batch_size]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(**settings):

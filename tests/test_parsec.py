@@ -19,12 +19,7 @@ from pipeline.parsec.supernet import TwoStreamSupernet
 SIZES = [2, 3, 2]  # a space small enough to enumerate: 12 architectures
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_distribution(seed=0):

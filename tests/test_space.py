@@ -223,18 +223,15 @@ def test_mutants_build_and_run(tmp_path):
     """A few mutants through the model builder at a tiny input: the decoded specs are real networks."""
     import torch
 
+    from e3d.latency import torch_threads
     from e3d.model import build_model
 
     space = SearchSpace(zoo.initial_structure("S"))
     genomes = list(walk(space, 400, seed=7, restart=0.0))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs: a thread pool only adds contention
-    try:
+    with torch_threads(1):  # tiny convs: a thread pool only adds contention
         for g in genomes[99::100]:
             spec = space.decode(g).with_input(frames=4, size=32)
             model = build_model(spec, num_classes=5).eval()
             with torch.no_grad():
                 out = model(torch.zeros(1, 3, 4, 32, 32))
             assert out.shape == (1, 5)
-    finally:
-        torch.set_num_threads(threads)
