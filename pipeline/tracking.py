@@ -44,6 +44,11 @@ def ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
+def _is_server(tracking_uri: str) -> bool:
+    """A tracking server serves its own UI; any other store needs ``mlflow ui``."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def ui_url(tracking_uri: str, experiment_name: str, port: int = 5000) -> str:
     """The page of the experiment's runs: ``<ui>/#/experiments/<id>?workflowType=machine_learning``.
 
@@ -51,7 +56,7 @@ def ui_url(tracking_uri: str, experiment_name: str, port: int = 5000) -> str:
     opens on a traces overview; the ``workflowType`` parameter opens it on its runs (and switches the mode).
     ``<ui>`` is the tracking server for an ``http(s)`` URI, else ``mlflow ui``'s ``http://127.0.0.1:<port>``.
     """
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
+    base = tracking_uri.rstrip("/") if _is_server(tracking_uri) else f"http://127.0.0.1:{port}"
     try:
         from mlflow.tracking import MlflowClient
 
@@ -64,7 +69,7 @@ def ui_url(tracking_uri: str, experiment_name: str, port: int = 5000) -> str:
 def ui_hint(tracking: "Tracking") -> str:
     """The lines a job ends with: the command that starts the UI (local stores) and the page to open."""
     url = ui_url(tracking.tracking_uri, tracking.experiment_name)
-    if tracking.tracking_uri.startswith(("http://", "https://")):
+    if _is_server(tracking.tracking_uri):
         return f"  open {url}"
     return f"  {ui_command(tracking.tracking_uri)}\n  then open {url}"
 

@@ -2,7 +2,7 @@
 
 ``EpochProgress`` is a Tune callback: each trial's reports carry ``epoch`` (:func:`pipeline.train.loop.report`),
 so the bar advances by the epochs each trial finished since its last report, resumed trials included, and shows
-which candidates are training and where they are: ``40%|████    | 12/30 [01:05<01:37, 0 epoch/s, cand1=7/15]``.
+which candidates are training and where they are: ``40%|████    | 12/30 [01:05<01:37, 5.4 s/epoch, cand1=7/15]``.
 The per-epoch lines of the workers are printed above it (:func:`e3d.progress.suspended`).
 """
 from __future__ import annotations
