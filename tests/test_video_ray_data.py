@@ -124,3 +124,16 @@ def test_decoding_modules_do_not_import_ray():
     code = ("import sys; import pipeline.video.decode, pipeline.video.transforms, pipeline.video.formats, "
             "pipeline.video.synthetic, pipeline.video.health; assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_skip_log_outlives_the_call_that_created_it():
+    """A named actor ends once its creator holds no handle; the report's actor must last the whole job."""
+    import gc
+    import time
+
+    from pipeline.video.ray_data import SKIP_LOG_NAME
+
+    skipped_report(reset=True, log=False)
+    gc.collect()
+    time.sleep(1.0)  # the actor, if released, is gone well within this
+    assert ray.get(ray.get_actor(SKIP_LOG_NAME).summary.remote())["skipped"] == 0

@@ -55,7 +55,6 @@ def run_dnas_search(request: SearchRequest, context: SearchContext, settings: An
         raise ValueError(f"the clips are {data.frames}x{data.size}^2, the request's {request.clip.frames}x"
                          f"{request.clip.size}^2")
     split = search_data(data, context.clip, settings.split, seed=request.seed)
-    _hold_skip_log()
     num_classes = request.num_classes or split.num_classes
     space = settings.space(request.clip.frames, request.clip.size, num_classes)
     batch_size = settings.batch_size or 8
@@ -136,19 +135,6 @@ def uniform_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for k, v in row.items():
             keys.setdefault(k, "" if isinstance(v, str) else math.nan)
     return [{k: row.get(k, blank) for k, blank in keys.items()} for row in rows]
-
-
-_SKIP_LOG: Any = None
-
-
-def _hold_skip_log() -> None:
-    """Keep the job's ``SkipLog`` actor referenced from this process. The search's video datasets create it; once
-    they are freed nothing references it and Ray ends it, and the job's ``skipped_report`` after training then
-    meets a dead actor (``ActorDiedError``, seen with the quick job). A module-level handle keeps it alive."""
-    global _SKIP_LOG
-    from pipeline.video.ray_data import skip_log
-
-    _SKIP_LOG = skip_log()
 
 
 def _cost(spec: Any):

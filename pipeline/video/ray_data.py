@@ -57,9 +57,23 @@ class SkipLog:
         self.events = []
 
 
-def skip_log():
-    """The job's ``SkipLog`` actor (created on first use; lives as long as its creator)."""
-    return SkipLog.options(name=SKIP_LOG_NAME, get_if_exists=True).remote()
+_HELD_SKIP_LOG: tuple[tuple[str, str], "ray.actor.ActorHandle"] | None = None
+
+
+def skip_log() -> "ray.actor.ActorHandle":
+    """The job's ``SkipLog`` actor, created on first use and held by this process.
+
+    A named, non-detached actor ends once its creator holds no handle to it (a handle from
+    ``get_actor`` does not count), so without the held handle the actor dies between the dataset that
+    created it and the ``skipped_report`` after it. It is held per Ray session and job, so a new
+    ``ray.init`` in the same process gets a new actor.
+    """
+    global _HELD_SKIP_LOG
+    ctx = ray.get_runtime_context()
+    key = (ctx.get_session_name(), ctx.get_job_id())
+    if _HELD_SKIP_LOG is None or _HELD_SKIP_LOG[0] != key:
+        _HELD_SKIP_LOG = (key, SkipLog.options(name=SKIP_LOG_NAME, get_if_exists=True).remote())
+    return _HELD_SKIP_LOG[1]
 
 
 def skipped_report(*, reset: bool = False, log: bool = True) -> dict:
