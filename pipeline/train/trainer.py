@@ -49,7 +49,9 @@ RESULT_FILE = "result.json"
 def ingest_config(data_cpus: float | None):
     """A DataConfig that splits ``"train"`` into equal shards (every DDP worker must take the same number of
     steps) and the evaluation datasets without dropping rows (every view counts), with Ray Data limited to
-    ``data_cpus`` CPUs so the decode tasks of concurrent candidates never starve each other or the workers."""
+    ``data_cpus`` CPUs so the decode tasks of concurrent candidates never starve each other or the workers.
+    A single worker gets plain iterators: a ``streaming_split`` would start one coordinator actor (a process)
+    per dataset for nothing."""
     from ray.data import ExecutionOptions, ExecutionResources
     from ray.train import DataConfig
 
@@ -62,6 +64,9 @@ def ingest_config(data_cpus: float | None):
                     ds.set_name(name)
                 ds = ds.copy(ds)
                 ds.context.execution_options = self._resolve_execution_options(name)
+                if world_size == 1:  # nothing to split: a plain iterator, no coordinator actor per dataset
+                    output[0][name] = ds.iterator()
+                    continue
                 splits = ds.streaming_split(world_size, equal=(name == "train"), locality_hints=hints)
                 for i, split in enumerate(splits):
                     output[i][name] = split
