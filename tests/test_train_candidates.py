@@ -91,3 +91,15 @@ def test_two_workers_all_reduce_and_gather(cluster, tmp_path):
     assert h["val_samples"] == 10  # 5 + 5 (or any split): the all-reduced total, not rank 0's shard
     assert r.mv_videos == 10 and r.mv_views_per_video == 6.0  # views of a video may sit on both workers
     assert r.resources["num_workers"] == 2
+
+
+def test_trials_ask_for_the_head_node_and_no_cpu():
+    """A trial only drives its trainer and writes the candidate's records into the job's folder: it must run
+    beside the driver (the head) and take no CPU from training. (On the simulated cluster the scheduler also
+    keeps them on the head without this; the request makes it a guarantee.)"""
+    from ray import tune
+
+    from pipeline.train.candidates import TRIAL_RESOURCES
+
+    request = tune.with_resources(lambda config: None, TRIAL_RESOURCES)._resources.required_resources
+    assert request.get("node:__internal_head__", 0) > 0 and request.get("CPU", 0) == 0, request

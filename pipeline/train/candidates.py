@@ -24,7 +24,10 @@ from .trainer import RESULT_FILE, default_run_name, train_one, trained_spec
 
 # What a trial itself reserves: it only drives its trainer (the Train controller takes no CPU and the
 # workers have their own placement group), so no CPU -- Tune refuses an empty request, hence 1 byte of memory.
-TRIAL_RESOURCES = {"cpu": 0, "memory": 1}
+# A sliver of the head node's own resource (as Ray pins its Train state actor) keeps every trial on the head,
+# beside the driver: the candidate records a trial writes into the job's folder are where the driver reads
+# them even when that folder is local to the head, and losing a worker node never takes a trial with it.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 1, "node:__internal_head__": 0.001}
 
 
 def _candidate_trial(config: dict[str, Any], *, specs: list[dict], source: Any, run_names: list[str],

@@ -6,8 +6,9 @@
 
 and an S3-compatible server (moto) on loopback, so ``--out s3://...`` is exercised for real.
 
-1. placement + S3: the quick job with ``--out s3://e3d-test/runs/quick``: every island actor ran on a search
-   node and every Train worker on the train node (Ray's state API); everything the job wrote is under
+1. placement + S3: the quick job, training two candidates, with ``--out s3://e3d-test/runs/quick``: every island
+   actor ran on a search node, every Train worker on the train node and both Tune trials on the head (Ray's
+   state API); everything the job wrote is under
    that prefix of the bucket (search checkpoint, Ray Train checkpoints, summaries, MLflow artifacts and a
    snapshot of its store) and nothing outside it; a rerun from an empty working copy finds it all there.
 2. node loss: a longer job; a search node is killed mid-search and the train node mid-training (their
@@ -110,8 +111,9 @@ def keys(client, bucket: str) -> dict[str, int]:
 
 
 def placement(sim: SimCluster) -> dict[str, list[str | None]]:
-    """Node kinds of every island actor and Train worker the cluster has seen, alive or dead (state API)."""
-    return {cls: [a["kind"] for a in sim.actors(cls)] for cls in ("Island", "RayTrainWorker")}
+    """Node kinds of every island actor, Train worker and Tune trial (a function trainable's actor) the cluster
+    has seen, alive or dead (state API)."""
+    return {cls: [a["kind"] for a in sim.actors(cls)] for cls in ("Island", "RayTrainWorker", "ImplicitFunc")}
 
 
 # -- 1. placement and outputs on S3 -----------------------------------------------------------------------
@@ -122,7 +124,8 @@ def s3_job(cluster, s3, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cwd")
     cache = Path(os.environ["E3D_CACHE_DIR"])
     uri = f"s3://{BUCKET}/runs/quick"
-    config = quick(JobConfig(out_dir=uri))
+    base = quick(JobConfig(out_dir=uri))
+    config = replace(base, selection=replace(base.selection, top_k=2))  # two candidates: two Tune trials
     old = os.getcwd()
     os.chdir(cwd)  # anything written relative to the working directory would show up here
     try:
@@ -140,8 +143,9 @@ def test_islands_on_search_nodes_and_train_workers_on_the_train_node(s3_job):
     where = s3_job["placement"]
     assert len(where["Island"]) >= 2 and set(where["Island"]) == {"search"}, where
     assert where["RayTrainWorker"] and set(where["RayTrainWorker"]) == {"train"}, where
+    assert len(where["ImplicitFunc"]) == 2 and set(where["ImplicitFunc"]) == {"head"}, where  # trials beside the driver
     summary = s3_job["result"].summary()
-    assert summary["candidates"][0]["error"] is None
+    assert len(summary["candidates"]) == 2 and all(c["error"] is None for c in summary["candidates"])
 
 
 def test_everything_the_job_writes_is_under_out_on_s3(s3_job, s3):
@@ -185,9 +189,11 @@ def test_everything_the_job_writes_is_under_out_on_s3(s3_job, s3):
 
 RERUN = """
 import json, ray
+from dataclasses import replace
 from pipeline.search_and_train import JobConfig, quick, run_job
 ray.init(address={address!r}, log_to_driver=False)
-r = run_job(quick(JobConfig(out_dir={uri!r})), verbose=False)
+c = quick(JobConfig(out_dir={uri!r}))
+r = run_job(replace(c, selection=replace(c.selection, top_k=2)), verbose=False)
 print("RESULT " + json.dumps({{"parent": r.parent_run_id, "resumed": bool(r.search_summary.get("resumed")),
                               "best": r.best_spec.to_dict(), "history": r.candidates[0].history}}))
 """
