@@ -60,13 +60,11 @@ def run_search(source: Any, out: Path, *, frames: int, size: int, t_max: float, 
 
 
 def start_ray(args: argparse.Namespace) -> None:
-    """A local Ray with ``--cpus`` CPUs, or the cluster at ``--address``."""
-    import ray
+    """A local Ray with ``--cpus`` CPUs, or the cluster at ``--address``; the project's own lines only on the
+    console unless ``--verbose`` (``pipeline.options.init_ray``)."""
+    from pipeline.options import init_ray
 
-    if args.address:
-        ray.init(address=args.address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    init_ray(argparse.Namespace(address=args.address, num_cpus=args.cpus, verbose=args.verbose))
 
 
 # -- Table 1 --------------------------------------------------------------------------------------------
@@ -274,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     t.add_argument("--clips-per-class", type=int, default=24)
     t.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (without --address)")
     t.add_argument("--address", help="a running Ray cluster (e.g. auto)")
+    t.add_argument("--verbose", action="store_true", help="Ray's own logs and progress output too")
     t.add_argument("--seed", type=int, default=0, help="the searches' seed")
     t.add_argument("--data-seed", type=int, default=0, help="the synthetic dataset's seed")
     c = sub.add_parser("compare", help="the searched net vs random nets of the FLOPs band vs the evolution winner")
@@ -297,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     c.add_argument("--eval-clips", type=int, default=2)
     c.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (without --address)")
     c.add_argument("--address", help="a running Ray cluster (e.g. auto)")
+    c.add_argument("--verbose", action="store_true", help="Ray's own logs and progress output too")
     c.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     return {"table1": table1, "compare": compare}[args.command](args)
