@@ -1,6 +1,8 @@
 """Several candidates on real (synthetic H.264) videos: one Tune trial each, trained concurrently when the
 cluster has room, each one MLflow child run, the summary at the parent."""
+import json
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +16,7 @@ from e3d import zoo  # noqa: E402
 from e3d.spec import SpecError  # noqa: E402
 from pipeline.tracking import PARENT_TAG, Tracking  # noqa: E402
 from pipeline.train import Recipe, TensorSource, plan_resources, train_candidates, train_one  # noqa: E402
-from pipeline.video.formats import load_dataset  # noqa: E402
+from pipeline.video.formats import VideoItem, load_dataset  # noqa: E402
 from pipeline.video.ray_data import ClipConfig  # noqa: E402
 from pipeline.video.synthetic import make_synthetic_dataset  # noqa: E402
 
@@ -47,6 +49,9 @@ def test_unsuitable_spec_is_refused_before_training(videos, tmp_path):
 
 def test_candidates_train_concurrently_and_nest_in_mlflow(cluster, videos, tmp_path):
     assert plan_resources(2).concurrent == 2
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video" * 50)  # skipped inside the trials; the driver's report must still list it
+    videos = replace(videos, train=videos.train + [VideoItem(str(bad), 0)])
     tracking = Tracking.local(tmp_path / "mlruns", "test-candidates")
     with tracking.run("job") as parent:
         parent_id = parent.info.run_id
@@ -57,7 +62,7 @@ def test_candidates_train_concurrently_and_nest_in_mlflow(cluster, videos, tmp_p
     for r in results:
         assert r.ok, r.error
         assert r.train_input == "8x32x32" and r.epochs == 1
-        assert r.history[0]["train_samples"] == len(videos.train) == 24
+        assert r.history[0]["train_samples"] == len(videos.train) - 1 == 24
         assert r.mv_videos == len(videos.val) == 8 and r.mv_views_per_video == 6.0
     a, b = results
     assert a.started_at < b.finished_at and b.started_at < a.finished_at  # the two fits overlapped in time
@@ -72,6 +77,8 @@ def test_candidates_train_concurrently_and_nest_in_mlflow(cluster, videos, tmp_p
     summary = {f.path for f in client.list_artifacts(parent_id, "summary")}
     assert summary == {"summary/summary.csv", "summary/summary.json", "summary/summary.txt", "summary/curves.png",
                        "summary/skipped.json"}
+    skipped = json.loads((tmp_path / "out" / "summary" / "skipped.json").read_text())
+    assert {i["path"] for i in skipped["items"]} == {str(bad)} and skipped["by_stage"] == {"train": 2}, skipped
     csv_text = (tmp_path / "out" / "summary" / "summary.csv").read_text()
     assert csv_text.splitlines()[0].startswith("candidate,gflops") and len(csv_text.splitlines()) == 3
 

@@ -81,6 +81,10 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
         trained_spec(spec, source)
     if not ray.is_initialized():
         ray.init()
+    if isinstance(source, VideoSource):  # the driver owns the skip record, so it outlives the trials adding to it
+        from pipeline.video.ray_data import skip_log
+
+        skip_log()
     plan = plan or plan_resources(len(specs), max_concurrent=max_concurrent)
     names = run_names(specs, source, recipe, (eval_clips, eval_crops), resume=resume)
     kwargs = dict(recipe=recipe, tracking=tracking, out_dir=out_dir, eval_clips=eval_clips, eval_crops=eval_crops,

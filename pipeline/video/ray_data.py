@@ -66,7 +66,8 @@ def skip_log() -> "ray.actor.ActorHandle":
     A named, non-detached actor ends once its creator holds no handle to it (a handle from
     ``get_actor`` does not count), so without the held handle the actor dies between the dataset that
     created it and the ``skipped_report`` after it. It is held per Ray session and job, so a new
-    ``ray.init`` in the same process gets a new actor.
+    ``ray.init`` in the same process gets a new actor. Call it in the driver before any other process (a
+    Tune trial) does, or the record ends with that process.
     """
     global _HELD_SKIP_LOG
     ctx = ray.get_runtime_context()
