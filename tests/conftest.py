@@ -13,6 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI runs on a clean clone without a Hypothesis database: derandomized, every run draws the same examples, so a
+# failure there reproduces here. `pytest --hypothesis-profile=explore` draws new ones (keep any failure it finds
+# as an @example).
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ from e3d.spec import ArchSpec, ConvSpec, StageSpec
 
 
 def measured(spec: ArchSpec) -> tuple[int, int]:
-    """(MACs, params) of the built model, counted by torch on the meta device (no real compute)."""
+    """(MACs, params) of the built model, counted by torch on the meta device (no real compute). In eval mode:
+    at batch 1 a training-mode BatchNorm refuses a 1x1x1 map, and the count does not depend on the mode."""
     with torch.device("meta"):
-        model = build_model(spec)
+        model = build_model(spec).eval()
         x = torch.empty(1, 3, spec.frames, spec.size, spec.size)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -80,8 +81,7 @@ TINY_MAPS = ArchSpec(
     head=ConvSpec(kernel=(1, 1, 1), out=16), hidden=16, num_classes=3)
 
 
-# derandomized: CI runs without a Hypothesis database, and a failure there must reproduce here
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # derandomized: conftest.py
 @given(random_specs())
 @example(TINY_MAPS)
 def test_random_specs_cost_equals_torch_count(spec):
