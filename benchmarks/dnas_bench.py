@@ -29,19 +29,13 @@ SMALL_SPACE = {"width_mult": 0.25, "width_divisor": 4, "max_stack": [0, 2, 2, 2,
 UCF_SPACE = SMALL_SPACE | {"width_mult": 0.375}
 
 
-def start_ray(args: argparse.Namespace) -> None:
-    """A local Ray with ``--cpus`` CPUs; the project's own lines only unless ``--verbose``."""
-    from pipeline.options import init_ray
-
-    init_ray(argparse.Namespace(address=None, num_cpus=args.cpus, verbose=args.verbose))
-
-
 def lambda_sweep(args: argparse.Namespace) -> list[dict]:
     from e3d.strategy import Budget, Clip, SearchContext, SearchRequest, get_strategy
+    from pipeline.options import init_ray
     from pipeline.search_and_train import DataConfig, demo_clip, load_data
 
     out = Path(args.out).resolve()
-    start_ray(args)
+    init_ray(args)
     dataset = load_data(DataConfig(), out, seed=0)  # the demo's synthetic videos (4 classes x 24 clips)
     clip = demo_clip()
     rows = []
@@ -71,12 +65,13 @@ def lambda_sweep(args: argparse.Namespace) -> list[dict]:
 
 def ucf(args: argparse.Namespace) -> list[dict]:
     from e3d.strategy import Budget, Clip, SearchRequest
+    from pipeline.options import init_ray
     from pipeline.search_and_train import DataConfig, JobConfig, Selection, demo_request, run_job
     from pipeline.train.recipe import Recipe
     from pipeline.video.clip import ClipConfig
 
     out = Path(args.out).resolve()
-    start_ray(args)
+    init_ray(args)
     clip = ClipConfig(frames=args.frames, sampling_rate=args.sampling_rate, size=args.size,
                       train_scale=(args.size, round(args.size * 8 / 7)), hflip=True)
     recipe = Recipe.paper("sthsth").scaled(epochs=args.train_epochs, batch_size=8, lr=0.02, init="torch")
@@ -139,6 +134,8 @@ def _row(name: str, result) -> dict:
 
 
 def main() -> None:
+    from pipeline.options import add_ray_options
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -161,8 +158,7 @@ def main() -> None:
     for q in (lam, u):
         q.add_argument("--out", required=True)
         q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--cpus", type=int, default=2)
-        q.add_argument("--verbose", action="store_true", help="Ray's own logs and progress output too")
+        add_ray_options(q).set_defaults(num_cpus=2)
     args = p.parse_args()
     (lambda_sweep if args.cmd == "lambda" else ucf)(args)
 

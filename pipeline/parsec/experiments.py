@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from e3d.strategy import Budget, Clip, SearchContext, SearchRequest, get_strategy
+from pipeline.options import add_ray_options, init_ray
 
 
 def decoded_source(dataset: Any, clip: Any, *, seed: int = 0):
@@ -59,14 +60,6 @@ def run_search(source: Any, out: Path, *, frames: int, size: int, t_max: float, 
     return outcome
 
 
-def start_ray(args: argparse.Namespace) -> None:
-    """A local Ray with ``--cpus`` CPUs, or the cluster at ``--address``; the project's own lines only on the
-    console unless ``--verbose`` (``pipeline.options.init_ray``)."""
-    from pipeline.options import init_ray
-
-    init_ray(argparse.Namespace(address=args.address, num_cpus=args.cpus, verbose=args.verbose))
-
-
 # -- Table 1 --------------------------------------------------------------------------------------------
 def table1(args: argparse.Namespace) -> dict[str, Any]:
     import ray
@@ -76,7 +69,7 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    start_ray(args)
+    init_ray(args)
     dataset = load_data(DataConfig(synthetic={"num_classes": args.classes, "clips_per_class": args.clips_per_class,
                                               "frames": 32, "size": 64}), out, seed=args.data_seed)
     clip = ClipConfig(frames=args.frames, sampling_rate=args.sampling_rate, size=args.size,
@@ -145,7 +138,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    start_ray(args)
+    init_ray(args)
     t_start = time.perf_counter()
     dataset = load_dataset(args.data, seed=args.seed)
     clip = ClipConfig(frames=args.frames, sampling_rate=args.sampling_rate, size=args.size,
@@ -270,9 +263,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     t.add_argument("--sampling-rate", type=int, default=4)
     t.add_argument("--classes", type=int, default=4)
     t.add_argument("--clips-per-class", type=int, default=24)
-    t.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (without --address)")
-    t.add_argument("--address", help="a running Ray cluster (e.g. auto)")
-    t.add_argument("--verbose", action="store_true", help="Ray's own logs and progress output too")
+    add_ray_options(t).set_defaults(num_cpus=2)
     t.add_argument("--seed", type=int, default=0, help="the searches' seed")
     t.add_argument("--data-seed", type=int, default=0, help="the synthetic dataset's seed")
     c = sub.add_parser("compare", help="the searched net vs random nets of the FLOPs band vs the evolution winner")
@@ -294,9 +285,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     c.add_argument("--size", type=int, default=56)
     c.add_argument("--sampling-rate", type=int, default=4)
     c.add_argument("--eval-clips", type=int, default=2)
-    c.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (without --address)")
-    c.add_argument("--address", help="a running Ray cluster (e.g. auto)")
-    c.add_argument("--verbose", action="store_true", help="Ray's own logs and progress output too")
+    add_ray_options(c).set_defaults(num_cpus=2)
     c.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     return {"table1": table1, "compare": compare}[args.command](args)
