@@ -48,7 +48,7 @@ def random_specs(draw):
         "fusion": [draw(st.sampled_from(FUSION_OPS)) for _ in strides]})
 
 
-# found by CI: 1x1x1 maps in the sparse stream (alpha 5 of 5 frames, 9 -> 1 pixels) at batch 1
+# found by a clean-clone run: 1x1x1 maps in the sparse stream (alpha 5 of 5 frames, 9 -> 1 pixels) at batch 1
 ONE_PIXEL = ArchSpec.from_dict({
     "name": "random", "family": "twostream", "input": {"frames": 5, "size": 9},
     "stem": {"kernel": [1, 1, 1], "out": 8, "stride": [1, 2, 2]},
