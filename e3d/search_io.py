@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .spec import ArchSpec, save_specs
+from .statefile import CorruptFile, file_sha256, read_json, set_aside, write_json
 from .strategy import Candidate, SearchOutcome
 
 POPULATION_FILE, HISTORY_FILE, BEST_FILE, PLOT_FILE, OUTCOME_FILE = (
@@ -117,23 +119,56 @@ def write_outcome(out_dir: str | Path, outcome: SearchOutcome) -> dict[str, Path
     doc = {"summary": outcome.summary(), "settings": outcome.settings, "strategy": outcome.strategy,
            "score_name": outcome.score_name, "wall_s": outcome.wall_s, "cpu_s": outcome.cpu_s,
            "extra": outcome.extra}
-    tmp = paths["outcome"].with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
-    tmp.replace(paths["outcome"])  # written last: its presence means the outcome is complete
+    doc["files"] = {f: file_sha256(out / f) for f in CHECKED_FILES}  # what read_outcome verifies
+    write_json(paths["outcome"], doc, default=_json_default)  # written last: its presence means the outcome is complete
     return paths
 
 
-def read_outcome(out_dir: str | Path) -> SearchOutcome | None:
-    """The outcome written by :func:`write_outcome`, or None when ``out_dir`` holds no complete one."""
+CHECKED_FILES = (BEST_FILE, POPULATION_FILE, HISTORY_FILE)
+
+
+def read_outcome(out_dir: str | Path, *, say: Callable[[str], None] | None = None) -> SearchOutcome | None:
+    """The outcome written by :func:`write_outcome`, or None when ``out_dir`` holds no complete one.
+
+    ``outcome.json`` carries a checksum and the SHA-256 of the files it needs; when one of them does not read
+    back (a copy cut short, a crash without atomic rename), it is reported with ``say`` (default: stderr), set
+    aside (renamed ``*.corrupt-<time>``, never deleted) with ``outcome.json``, and None is returned: the search is
+    redone (the island search resumes from its checkpoint)."""
     out = Path(out_dir)
     if not (out / OUTCOME_FILE).is_file():
         return None
-    doc = json.loads((out / OUTCOME_FILE).read_text())
-    history = pq.read_table(out / HISTORY_FILE).to_pylist() if (out / HISTORY_FILE).is_file() else []
-    return SearchOutcome(strategy=doc["strategy"], score_name=doc["score_name"],
-                         candidates=read_candidates(out / POPULATION_FILE), history=history,
-                         settings=doc.get("settings", {}), wall_s=doc.get("wall_s", 0.0), cpu_s=doc.get("cpu_s"),
-                         extra=doc.get("extra", {}))
+    try:
+        return _read_outcome(out)
+    except CorruptFile as exc:
+        report = say or (lambda line: print(line, file=sys.stderr))
+        moved = [set_aside(p) for p in dict.fromkeys((exc.path, out / OUTCOME_FILE)) if p.exists()]
+        report(f"[search] {exc.path} is corrupt ({exc.reason}): set aside as "
+               f"{', '.join(p.name for p in moved)}; the search is redone from its checkpoint")
+        return None
+
+
+def _read_outcome(out: Path) -> SearchOutcome:
+    doc = read_json(out / OUTCOME_FILE)
+    for name, digest in (doc.get("files") or {}).items():
+        path = out / name
+        if not path.is_file():
+            raise CorruptFile(path, "missing")
+        if file_sha256(path) != digest:
+            raise CorruptFile(path, "checksum mismatch")
+    try:
+        history = pq.read_table(out / HISTORY_FILE).to_pylist() if (out / HISTORY_FILE).is_file() else []
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise CorruptFile(out / HISTORY_FILE, f"not a Parquet table ({exc})") from None
+    try:
+        candidates = read_candidates(out / POPULATION_FILE)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CorruptFile(out / POPULATION_FILE, f"does not read back ({type(exc).__name__}: {exc})") from None
+    try:
+        return SearchOutcome(strategy=doc["strategy"], score_name=doc["score_name"], candidates=candidates,
+                             history=history, settings=doc.get("settings", {}), wall_s=doc.get("wall_s", 0.0),
+                             cpu_s=doc.get("cpu_s"), extra=doc.get("extra", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptFile(out / OUTCOME_FILE, f"incomplete ({type(exc).__name__}: {exc})") from None
 
 
 def _json_default(x: Any) -> Any:

@@ -234,8 +234,9 @@ def test_checkpoint_commit_survives_a_writer_that_died(reference, tmp_path):
         run_distributed_search(CFG, out_dir=tmp_path, backend="local", on_round=die_after(3), **KW)
     cdir = tmp_path / "checkpoint"
     committed = load_checkpoint(*resolve_fs(tmp_path))
-    assert committed.round == 2 and sorted(p.name for p in cdir.iterdir()) == [
-        "history-r000002.parquet", "population-r000002.parquet", "state.parquet"]
+    assert committed.round == 2 and sorted(p.name for p in cdir.iterdir()) == [  # and the round before
+        "history-r000001.parquet", "history-r000002.parquet", "population-r000001.parquet",
+        "population-r000002.parquet", "state-prev.parquet", "state.parquet"]
     # a writer that died after writing round 3's data files but before committing state.parquet
     (cdir / "population-r000003.parquet").write_bytes(b"half-written")
     (cdir / "state.parquet.tmp-deadbeef").write_bytes(b"garbage")
@@ -244,11 +245,12 @@ def test_checkpoint_commit_survives_a_writer_that_died(reference, tmp_path):
     resumed = run_distributed_search(None, out_dir=tmp_path, resume=True, backend="local")
     assert members(resumed) == members(reference)
     assert sorted(p.name for p in cdir.iterdir()) == [
-        "history-r000006.parquet", "population-r000006.parquet", "state.parquet"]
-    # a committed state whose data file is gone is reported, not silently restarted
+        "history-r000005.parquet", "history-r000006.parquet", "population-r000005.parquet",
+        "population-r000006.parquet", "state-prev.parquet", "state.parquet"]
+    # a committed state whose data file is gone is set aside (kept) and the round before is resumed
     (cdir / "population-r000006.parquet").unlink()
-    with pytest.raises(CheckpointError, match="incomplete"):
-        load_checkpoint(*resolve_fs(tmp_path))
+    assert load_checkpoint(*resolve_fs(tmp_path)).round == 5
+    assert len(list(cdir.glob("state.parquet.corrupt-*"))) == 1
 
 
 def test_checkpoint_and_outputs_on_a_pyarrow_filesystem(reference, tmp_path):

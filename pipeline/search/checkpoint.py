@@ -14,8 +14,11 @@ Layout under ``<out_dir>/checkpoint/`` (``out_dir`` is a local path, a URI that
                                   (island = -1).
 
 Each file is written to a temporary name and then moved over its final name (an atomic rename on a local
-disk). ``state.parquet`` names the population and history files of its round, and older rounds' files are
-deleted only after it is committed, so a reader always sees one complete round, whenever the writer died.
+disk), with Parquet's page checksums. ``state.parquet`` names the population and history files of its round,
+and older rounds' files are deleted only after it is committed, so a reader always sees one complete round,
+whenever the writer died. The round before stays too (``state-prev.parquet`` and its files): when the last
+round does not read back (a copy cut short, a disk fault), :func:`read_meta` sets it aside (renamed
+``*.corrupt-<time>``, never deleted) and the search resumes from the round before.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ FORMAT_VERSION = 1
 META_KEY = b"e3d.search"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.parquet"
+PREVIOUS_FILE = "state-prev.parquet"  # the round before the last, kept to fall back to
 
 
 class CheckpointError(RuntimeError):
@@ -70,7 +74,12 @@ def exists(fs: pafs.FileSystem, path: str) -> bool:
 def write_table_atomic(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
     """Write ``table`` to a temporary file beside ``path`` and move it over ``path``."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    pq.write_table(table, tmp, filesystem=fs)
+    try:
+        pq.write_table(table, tmp, filesystem=fs, write_page_checksum=True)
+    except BaseException:  # e.g. a full disk: no half-written temporary left behind
+        if exists(fs, tmp):
+            fs.delete_file(tmp)
+        raise
     try:
         fs.move(tmp, path)  # LocalFileSystem: rename(2), atomic and replacing
     except OSError:  # stores whose move refuses to replace
@@ -205,9 +214,21 @@ def save_checkpoint(fs: pafs.FileSystem, root: str, ckpt: Checkpoint) -> str:
     history = ckpt.history_table if ckpt.history_table is not None else history_table(ckpt.history)
     write_table_atomic(fs, join(cdir, files["history"]), history)
     state_path = join(cdir, STATE_FILE)
+    keep = set(files.values()) | {STATE_FILE, PREVIOUS_FILE}
+    if exists(fs, state_path):  # the last committed round becomes the one to fall back to
+        try:
+            previous = _meta_of(pq.read_schema(state_path, filesystem=fs), state_path)
+            write_bytes_atomic(fs, join(cdir, PREVIOUS_FILE), _read_bytes(fs, state_path))
+            keep |= set(previous.get("files", {}).values())
+        except (OSError, ValueError, CheckpointError):  # unreadable: nothing to fall back to
+            pass
+    elif exists(fs, join(cdir, PREVIOUS_FILE)):
+        try:
+            keep |= set(_meta_of(pq.read_schema(join(cdir, PREVIOUS_FILE), filesystem=fs), cdir).get("files", {}).values())
+        except (OSError, ValueError, CheckpointError):
+            pass
     write_table_atomic(fs, state_path, _state_table(ckpt, files))
     # the commit is done: older rounds' files (and temporaries of a writer that died) can go
-    keep = set(files.values()) | {STATE_FILE}
     for info in fs.get_file_info(pafs.FileSelector(cdir)):
         if info.type == pafs.FileType.File and info.base_name not in keep:
             name = info.base_name
@@ -219,16 +240,65 @@ def save_checkpoint(fs: pafs.FileSystem, root: str, ckpt: Checkpoint) -> str:
     return state_path
 
 
-def read_meta(fs: pafs.FileSystem, root: str) -> dict[str, Any] | None:
-    """The committed checkpoint's metadata, or None when there is no checkpoint under ``root``."""
-    path = join(checkpoint_dir(root), STATE_FILE)
-    if not exists(fs, path):
-        return None
-    schema = pq.read_schema(path, filesystem=fs)
+def _read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as fh:
+        return fh.read()
+
+
+def _meta_of(schema: pa.Schema, path: str) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise CheckpointError(f"{path}: not an e3d search checkpoint (no {META_KEY.decode()} metadata)")
     return json.loads(raw)
+
+
+def _verified_meta(fs: pafs.FileSystem, cdir: str, state_name: str) -> dict[str, Any]:
+    """The metadata of ``state_name`` after reading it and the files it names in full (page checksums
+    verified); raises (OSError, ValueError: pyarrow's ArrowInvalid; KeyError) when one does not read back."""
+    path = join(cdir, state_name)
+    meta = _meta_of(pq.read_schema(path, filesystem=fs), path)
+    pq.read_table(path, filesystem=fs, page_checksum_verification=True)
+    for name in (meta["files"]["population"], meta["files"]["history"]):
+        pq.read_table(join(cdir, name), filesystem=fs, page_checksum_verification=True)
+    return meta
+
+
+def _set_aside(fs: pafs.FileSystem, path: str) -> str:
+    import time  # noqa: PLC0415
+
+    new = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+    fs.move(path, new)
+    return new
+
+
+def read_meta(fs: pafs.FileSystem, root: str) -> dict[str, Any] | None:
+    """The committed checkpoint's metadata, or None when there is no checkpoint under ``root``.
+
+    The checkpoint is read in full first: when it does not read back, its state file is set aside (renamed,
+    never deleted) and the round before (``state-prev.parquet``) takes its place; when neither reads back,
+    None (the search starts over). Each is reported on stderr, naming the file."""
+    import sys  # noqa: PLC0415
+
+    cdir = checkpoint_dir(root)
+    path = join(cdir, STATE_FILE)
+    for name in (STATE_FILE, PREVIOUS_FILE):
+        candidate = join(cdir, name)
+        if not exists(fs, candidate):
+            continue
+        try:
+            meta = _verified_meta(fs, cdir, name)
+        except CheckpointError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            moved = _set_aside(fs, candidate)
+            print(f"[search] checkpoint {candidate} does not read back ({type(exc).__name__}: {exc}): set aside as "
+                  f"{moved.rsplit('/', 1)[-1]}", file=sys.stderr)
+            continue
+        if name == PREVIOUS_FILE:  # the fallback becomes the checkpoint
+            write_bytes_atomic(fs, path, _read_bytes(fs, candidate))
+            print(f"[search] resuming from the checkpoint of round {meta.get('round')}", file=sys.stderr)
+        return meta
+    return None
 
 
 def load_checkpoint(fs: pafs.FileSystem, root: str) -> Checkpoint | None:
@@ -239,13 +309,15 @@ def load_checkpoint(fs: pafs.FileSystem, root: str) -> Checkpoint | None:
     if meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint format {meta.get('format')!r} is not supported (expected {FORMAT_VERSION})")
     cdir = checkpoint_dir(root)
-    state = pq.read_table(join(cdir, STATE_FILE), filesystem=fs).to_pylist()
+    state = pq.read_table(join(cdir, STATE_FILE), filesystem=fs, page_checksum_verification=True).to_pylist()
     n = int(meta["islands"])
     if sorted(r["island"] for r in state) != list(range(n)):
         raise CheckpointError(f"{cdir}/{STATE_FILE}: expected rows for islands 0..{n - 1}")
     try:
-        pop = pq.read_table(join(cdir, meta["files"]["population"]), filesystem=fs).to_pylist()
-        history_table = pq.read_table(join(cdir, meta["files"]["history"]), filesystem=fs)
+        pop = pq.read_table(join(cdir, meta["files"]["population"]), filesystem=fs,
+                            page_checksum_verification=True).to_pylist()
+        history_table = pq.read_table(join(cdir, meta["files"]["history"]), filesystem=fs,
+                                      page_checksum_verification=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint under {cdir} is incomplete: {exc}") from None
     members: list[list[tuple[int, Member]]] = [[] for _ in range(n)]

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from e3d.spec import ArchSpec
+from e3d.statefile import set_aside
+from pipeline.faults import check_free_space, raise_if_out_of_space
 
 from .data import VideoSource, as_source
 from .recipe import Recipe
@@ -91,11 +93,14 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
                   plan=plan, resume=True, max_failures=max_failures, seed=seed, log_model=log_model,
                   log_every=log_every, storage=storage)
     print(f"[train] {len(specs)} candidate(s): {plan.describe()}")
+    check_free_space(out_dir, checkpoint_need(specs, source, log_model), f"training {len(specs)} candidate(s) "
+                     f"(2 checkpoints each, the models)")
 
     if len(specs) == 1:
         results = [train_one(specs[0], source, run_name=names[0], **kwargs)]
     else:
         results = _run_tune(specs, source, names, kwargs, plan, out_dir, verbose)
+    raise_if_out_of_space(r.error for r in results)  # one line and exit 28 (pipeline.faults), not N failures
     _log_summary(results, tracking, out_dir / "summary", source)
     return results
 
@@ -125,12 +130,34 @@ def _run_tune(specs, source, names, kwargs, plan, out_dir, verbose) -> list[Cand
     results = []
     for i, (spec, name) in enumerate(zip(specs, names)):
         path = out_dir / "candidates" / name / RESULT_FILE
-        if path.is_file() and i not in errors:
-            results.append(CandidateResult.from_dict(json.loads(path.read_text())))
+        record = _read_result(path) if i not in errors else None
+        if record is not None:
+            results.append(record)
         else:  # the trial died before train_one could record anything
             results.append(CandidateResult(name=spec.name, run_name=name, spec=spec.to_dict(), trained_spec={},
                                            error=errors.get(i, f"no result at {path}")))
     return results
+
+
+def _read_result(path: Path) -> CandidateResult | None:
+    """A candidate's ``result.json`` (None when absent; a corrupt one is set aside and reported)."""
+    if not path.is_file():
+        return None
+    try:
+        return CandidateResult.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        print(f"[train] {path} is corrupt ({type(exc).__name__}): set aside as {set_aside(path).name}")
+        return None
+
+
+def checkpoint_need(specs: Sequence[ArchSpec], source: Any, log_model: bool) -> float:
+    """Bytes the candidates' training writes, roughly: per candidate three checkpoints at once (Ray keeps two and
+    writes the next; each holds the weights and SGD's momentum, 8 bytes per parameter), the logged model, and
+    32 MB for records and the MLflow store."""
+    from e3d.cost import cost
+
+    params = sum(cost(trained_spec(s, source)).params for s in specs)
+    return params * (3 * 8 + (4 if log_model else 0)) + 32e6
 
 
 def _log_summary(results: list[CandidateResult], tracking: Any, folder: Path, source: Any = None) -> None:
