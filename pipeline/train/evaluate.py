@@ -109,6 +109,13 @@ class ViewAccumulator:
         avg = np.stack([self.probs[v] / self.views[v] for v in ids])
         return ids, avg, np.array([self.labels[v] for v in ids], np.int64)
 
+    def predictions(self) -> dict[str, list[int]]:
+        """Per video, ordered by id: ``video_id``, the predicted class (``pred``, argmax of the averaged
+        probabilities) and the ``label``: what paired comparisons of networks on the same videos need."""
+        ids, avg, labels = self.video_probs()
+        return {"video_id": [int(v) for v in ids], "pred": [int(p) for p in avg.argmax(axis=1)] if ids else [],
+                "label": [int(y) for y in labels]}
+
     def result(self) -> dict[str, float]:
         ids, avg, labels = self.video_probs()
         if not ids:

@@ -61,6 +61,7 @@ class WorkerState:
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] | None = None
+    predictions: dict[str, list[int]] | None = None  # per validation video, from the multi-view evaluation
 
     @property
     def core(self) -> nn.Module:
@@ -70,7 +71,8 @@ class WorkerState:
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
-                "history": self.history, "final": self.final, "spec": self.spec.to_dict(),
+                "history": self.history, "final": self.final, "predictions": self.predictions,
+                "spec": self.spec.to_dict(),
                 "recipe": self.recipe.to_dict(), "dropout": self.recipe.dropout}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
@@ -81,6 +83,7 @@ class WorkerState:
         self.start_epoch, self.history = int(saved["epoch"]), list(saved["history"])
         # a finished run's evaluation only stands if no more epochs are asked for now
         self.final = saved.get("final") if self.start_epoch >= self.recipe.epochs else None
+        self.predictions = saved.get("predictions") if self.final is not None else None
 
 
 # -- set-up and resume -----------------------------------------------------------------------------------
@@ -185,12 +188,14 @@ def validate(state: WorkerState, shard: Any) -> dict[str, Any]:
 
 def evaluate_multiview(state: WorkerState, shard: Any) -> dict[str, Any]:
     """Top-1/top-5 over ``"test"``'s K clips x 3 crops per video: softmax summed per video on every worker,
-    gathered, averaged per video."""
+    gathered, averaged per video. Each video's predicted class goes to ``state.predictions`` (checkpointed)."""
     t0 = time.perf_counter()
     cuda = state.device.type == "cuda"
     acc = evaluate_views(state.core, _batches(shard, state.recipe.batch_size), num_classes=state.spec.num_classes,
                          device=state.device, autocast=state.autocast if cuda else None)
-    final = gather_views(acc).result() | {"mv_time_s": time.perf_counter() - t0}
+    merged = gather_views(acc)
+    final = merged.result() | {"mv_time_s": time.perf_counter() - t0}
+    state.predictions = merged.predictions()
     if state.rank == 0:
         log.info(f"[train] {state.spec.name} multi-view: top1={final['mv_top1']:.2f} top5={final['mv_top5']:.2f} "
                  f"over {final['mv_videos']} videos x {final['mv_views_per_video']:.1f} views")

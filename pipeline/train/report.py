@@ -34,6 +34,7 @@ class CandidateResult:
     mv_top5: float = float("nan")
     mv_videos: int = 0
     mv_views_per_video: float = 0.0
+    mv_predictions: dict[str, list[int]] | None = None  # per validation video: video_id, pred, label
     train_time_s: float = 0.0      # sum of epoch times (training + validation) over all sessions
     wall_time_s: float = 0.0       # this session's trainer.fit() wall time
     clips_per_s: float = float("nan")

@@ -32,10 +32,12 @@ from pyarrow.fs import FileType
 
 from e3d.cost import cost
 from e3d.spec import ArchSpec
+from e3d.statefile import write_bytes
+from pipeline.faults import out_of_space
 from pipeline.tracking import CandidateRun, candidate_params, spec_params
 
 from .callbacks import LoopCallback
-from .checkpoint import load_state
+from .checkpoint import load_state, repair_run
 from .data import as_source, steps_per_epoch
 from .loop import train_loop_per_worker
 from .recipe import Recipe
@@ -217,6 +219,8 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
     local = contextlib.ExitStack()  # the final checkpoint as a local folder (a download when storage is remote)
     checkpoint_dir = None
     try:
+        if resume:  # a corrupt checkpoint or snapshot is set aside: Ray resumes from the last good checkpoint
+            repair_run(storage_fs, f"{storage_path}/{run_name}")
         datasets = {"train": source.train(), "val": source.val(), "test": source.test(*eval_views)}
         trainer = build_trainer(loop_config=loop_config, datasets=datasets, plan=plan, run_name=run_name,
                                 storage_path=storage_path, max_failures=max_failures,
@@ -232,13 +236,15 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
         checkpoint_dir = local.enter_context(fit.checkpoint.as_directory())
         _fill_from_state(result, load_state(checkpoint_dir))
     except Exception as exc:  # one failed candidate must not stop the others
+        if out_of_space(exc) is not None:  # ... but a full disk stops them all: one line, exit 28, rerun resumes
+            raise out_of_space(exc) from exc
         result.wall_time_s = time.perf_counter() - t0
         result.error = f"{type(exc).__name__}: {exc}"
         (folder / "error.txt").write_text(traceback.format_exc())
         print(f"[train] {spec.name}: FAILED: {result.error}")
 
     result.finished_at = time.time()
-    (folder / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    write_bytes(folder / RESULT_FILE, (json.dumps(result.to_dict(), indent=2, default=str) + "\n").encode())
     with local:
         if run is not None:  # MLflow logs the model from a local folder
             shown = dataclasses.replace(result, checkpoint=checkpoint_dir) if checkpoint_dir else result
@@ -278,4 +284,5 @@ def _fill_from_state(result: CandidateResult, state: dict[str, Any]) -> None:
     result.mv_top5 = float(final.get("mv_top5", math.nan))
     result.mv_videos = int(final.get("mv_videos", 0))
     result.mv_views_per_video = float(final.get("mv_views_per_video", 0.0))
+    result.mv_predictions = state.get("predictions")
     result.train_time_s += float(final.get("mv_time_s", 0.0))
