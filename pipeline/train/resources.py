@@ -289,6 +289,22 @@ def _units(resource: str) -> float:
     return float(ray.cluster_resources().get(resource, 0.0))
 
 
+def pin_job_actors_to_driver_node() -> None:
+    """Create Ray Data's stats actor here, in the driver, so that it lives on the driver's node.
+
+    The actor is detached and pinned to the node of whichever process first runs a dataset; in the main job
+    that is a Train worker on a train node, and an actor alive on a node keeps the autoscaler from ever
+    seeing it idle: the (GPU) train node would stay up after the job, for as long as the cluster does
+    (issue 23). Created first from the driver (on the head under ``ray submit``), it stays off the train
+    nodes. An existing actor is reused wherever it lives. A Ray without this private helper changes nothing.
+    """
+    try:
+        from ray.data._internal.stats import get_or_create_stats_actor
+    except ImportError:
+        return
+    get_or_create_stats_actor()
+
+
 @contextlib.contextmanager
 def autoscaled_training(units: int, *, train_resource: str | None = AUTO, timeout_s: float = 900.0,
                         grace_s: float = 60.0, poll_s: float = 1.0,
@@ -320,6 +336,7 @@ def autoscaled_training(units: int, *, train_resource: str | None = AUTO, timeou
         return
     from ray.autoscaler.sdk import request_resources
 
+    pin_job_actors_to_driver_node()
     request_resources(bundles=[{resource: 1.0}] * units)  # also keeps present train nodes from idling away
     info.requested = True
     try:

@@ -73,7 +73,9 @@ def skip_log() -> "ray.actor.ActorHandle":
     ctx = ray.get_runtime_context()
     key = (ctx.get_session_name(), ctx.get_job_id())
     if _HELD_SKIP_LOG is None or _HELD_SKIP_LOG[0] != key:
-        _HELD_SKIP_LOG = (key, SkipLog.options(name=SKIP_LOG_NAME, get_if_exists=True).remote())
+        # on the head, never on an autoscaled node: a live actor keeps its node from going idle (issue 23)
+        _HELD_SKIP_LOG = (key, SkipLog.options(name=SKIP_LOG_NAME, get_if_exists=True,
+                                               resources={"node:__internal_head__": 0.001}).remote())
     return _HELD_SKIP_LOG[1]
 
 
