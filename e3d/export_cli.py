@@ -125,7 +125,7 @@ def run_export_command(args: argparse.Namespace) -> int:
 
 # -- e3d latency ------------------------------------------------------------------------------------------
 def add_latency_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .latency import add_latency_arguments
+    from .latency_options import add_latency_arguments  # no torch to build the parser
 
     p = subparsers.add_parser("latency", help="predicted latency of specs from the per-block table (ms)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -60,34 +60,15 @@ import torch
 from torch import nn
 
 from .cost import ceil_div, has_se
+from .latency_options import BACKENDS, CLOCKS, DEVICES, STATS, add_latency_arguments, default_cache_dir, parse_latency
 from .spec import ArchSpec
 
 FORMAT = 2  # 2: keys are JSON lists (1: '/'-joined, e3d/x3d only)
-BACKENDS = ("torch", "onnxruntime")
-DEVICES = ("cpu", "cuda")
 ON_MISSING = ("measure", "estimate", "error")
-STATS = {"median": statistics.median, "min": min}
-CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 KINDS = ("stem", "block", "head", "classifier")
 
 # A block key: a tuple whose first item is its kind (see network_blocks for the fields of each kind).
 Key = tuple
-
-
-# -- parsing ----------------------------------------------------------------------------------------------
-_UNITS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
-
-
-def parse_latency(text: str) -> float:
-    """``25ms`` -> 25.0, ``0.025s`` -> 25.0, ``2500us`` -> 2.5, ``25`` -> 25.0 (milliseconds)."""
-    t = str(text).strip().lower()
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ms|s|us|µs)?", t)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected a latency like 25ms, 0.025s or 2500us, got {text!r}")
-    value = float(m.group(1)) * _UNITS[m.group(2) or "ms"]
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
 
 
 # -- the blocks of a network ------------------------------------------------------------------------------
@@ -494,10 +475,6 @@ class OpModel:
 
 
 # -- the table --------------------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("E3D_LATENCY_CACHE") or Path.home() / ".cache" / "e3d" / "latency")
-
-
 def cache_file_name(device_name: str, backend_name: str, threads: int | None, frames: int, size: int) -> str:
     return (f"{device_name}-{_slug(backend_name)}-t{threads or 'default'}-{frames}x{size}"
             f"-torch{_slug(torch.__version__)}.json")
@@ -760,33 +737,7 @@ def build_on_resource(specs: Sequence[ArchSpec], resource: str, *, device: str =
     return table
 
 
-# -- command-line options (shared by `e3d latency`, `e3d export` and the search's budget) ---------------------
-def add_latency_arguments(parser: argparse.ArgumentParser, *, budget: bool = True) -> None:
-    """``--budget-latency``, ``--latency-device``, ``--latency-backend``, ``--latency-threads``,
-    ``--latency-resource``, ``--latency-cache``, ``--latency-predictor``, ``--latency-runs``, ``--latency-stat``,
-    ``--latency-clock``."""
-    g = parser.add_argument_group("latency")
-    if budget:
-        g.add_argument("--budget-latency", type=parse_latency, metavar="MS",
-                       help="predicted latency budget of one clip (batch 1), e.g. 25ms, 0.1s")
-    g.add_argument("--latency-device", choices=DEVICES, default="cpu", help="device the table is measured on")
-    g.add_argument("--latency-backend", choices=BACKENDS, default="torch",
-                   help="PyTorch eager in-process, or the blocks exported to ONNX and run by onnxruntime")
-    g.add_argument("--latency-threads", type=int, default=1, help="torch/onnxruntime intra-op threads (default 1)")
-    g.add_argument("--latency-resource", metavar="NAME",
-                   help="measure as a Ray task on a node offering the custom resource NAME")
-    g.add_argument("--latency-cache", metavar="DIR", help=f"table cache folder (default {default_cache_dir()})")
-    g.add_argument("--latency-predictor", choices=("measure", "estimate"), default="measure",
-                   help="blocks the table lacks: measure them (exact; default) or estimate them with the per-op "
-                        "model fitted on the table (never measures: for long searches)")
-    g.add_argument("--latency-runs", type=int, default=10, help="timed runs per block (default 10)")
-    g.add_argument("--latency-stat", choices=tuple(STATS), default="median",
-                   help="of the timed runs: median (default) or min (the least disturbed, on a busy machine)")
-    g.add_argument("--latency-clock", choices=tuple(CLOCKS), default="wall",
-                   help="wall (default) or cpu: this thread's CPU time (threads 1), which time the process spends "
-                        "descheduled on a shared CPU does not inflate")
-
-
+# -- command-line options (declared in e3d.latency_options, without torch) ---------------------------------
 def table_from_args(args: argparse.Namespace, frames: int, size: int,
                     seed_specs: Sequence[ArchSpec] = ()) -> LatencyTable:
     """The table the latency options describe, for clips of ``frames x size^2``; ``seed_specs`` are measured

@@ -196,7 +196,7 @@ def add_search_options(parser: argparse.ArgumentParser, defaults: SearchDefaults
     g.add_argument("--set", dest="strategy_options", type=key_value, action="append", default=[],
                    metavar="NAME=VALUE", help="any other option of the strategy, e.g. --set width_max=512 "
                                               "(repeatable; values as JSON)")
-    from .latency import add_latency_arguments  # noqa: PLC0415
+    from .latency_options import add_latency_arguments  # noqa: PLC0415 - no torch to build the parser
 
     add_latency_arguments(parser)  # --budget-latency and the device its table is measured on
     return parser

@@ -1,4 +1,7 @@
-"""Forward-inference training-free proxies, registered as scores: Zen, MAE-DET entropy, NASWOT, SynFlow.
+"""Forward-inference training-free proxies: Zen, MAE-DET entropy, NASWOT, SynFlow.
+
+:mod:`e3d.scores` registers them by path (``declare_score(..., "e3d.proxies:zen")``): this module, and torch with
+it, is imported when one is first evaluated, never to list or choose scores.
 
 Unlike the analytic scores of :mod:`e3d.scores` these build the training network of a spec
 (:func:`e3d.model.build_model`), re-initialise it for the proxy and run it: milliseconds to seconds per
@@ -31,7 +34,6 @@ from torch import nn
 
 from .latency import torch_threads
 from .model import build_model
-from .scores import FORWARD, register_score
 from .spec import ArchSpec
 
 GAUSSIAN_BATCH = 4      # clips of N(0, 1) noise per evaluation (zen, maedet)
@@ -250,7 +252,7 @@ def synflow_score(model: nn.Module, x: torch.Tensor, cut_points: list[nn.Module]
     return (math.log(total) if total > 0 else -math.inf) + log_scale[0]
 
 
-# -- the registered scores (one evaluation per seed) -------------------------------------------------
+# -- the scores e3d.scores declares (one evaluation per seed) -------------------------------------------------
 @contextlib.contextmanager
 def named_errors(proxy: str, spec: ArchSpec) -> Iterator[None]:
     """A network that fails to run inside torch (e.g. out of memory, an unsupported op) raises
@@ -268,8 +270,6 @@ def _checked(name: str, spec: ArchSpec, value: float) -> float:
     return value
 
 
-@register_score("zen", "Zen-score: log feature change under a 0.01 input perturbation + BN variances, "
-                       "Gaussian init (Lin et al. 2021; forward)", kind=FORWARD)
 def zen(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
     with seeded(seed), named_errors("zen", spec):
         model = build(spec, "zen")
@@ -278,8 +278,6 @@ def zen(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
     return _checked("zen", spec, value)
 
 
-@register_score("maedet", "MAE-DET entropy: log std of the final feature map + ln C, Gaussian weights and "
-                          "input, BN as identity (Sun et al. 2022; forward)", kind=FORWARD)
 def maedet(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
     with seeded(seed), named_errors("maedet", spec):
         model = build(spec, "maedet")
@@ -292,8 +290,6 @@ def maedet(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
     return _checked("maedet", spec, value)
 
 
-@register_score("naswot", "NASWOT: log det of the Hamming kernel of ReLU codes over a batch of real clips "
-                          "(Mellor et al. 2021; forward, needs a batch)", kind=FORWARD, needs_batch=True)
 def naswot(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
     x = torch.as_tensor(batch, dtype=torch.float32)
     if x.dim() != 5 or x.shape[1] != 3 or x.shape[0] < 2:
@@ -305,8 +301,6 @@ def naswot(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
     return _checked("naswot", spec, value)
 
 
-@register_score("synflow", "SynFlow: log sum |theta * dR/dtheta| of the sign-linearised network on an "
-                           "all-ones clip, BN as identity (Tanaka et al. 2020; forward)", kind=FORWARD)
 def synflow(spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
     with seeded(seed), named_errors("synflow", spec):
         model = build(spec, "synflow")

@@ -8,10 +8,13 @@
     STRATEGIES.get("random"); STRATEGIES.names(); STRATEGIES.describe("random")
 
 Unknown names raise :class:`KeyError` with the known ones (and a case-insensitive "did you mean").
+An entry that needs a heavy import (torch) can name its code as ``"module:attr"`` and :func:`resolve` it when it
+is used, so listing and looking up names stays cheap (``e3d --help`` never imports torch).
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import importlib
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -59,3 +62,11 @@ class Registry(Generic[T]):
         """One line per entry: ``name  description`` (what ``e3d strategies`` / ``e3d scores`` print)."""
         width = max((len(n) for n in self._entries), default=0)
         return "\n".join(f"{n:{width}s}  {d}" for n, (_, d) in self._entries.items())
+
+
+def resolve(target: str) -> Any:
+    """The object a ``"package.module:attr"`` path names, importing the module (once; Python caches it)."""
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"expected 'module:attr', got {target!r}")
+    return getattr(importlib.import_module(module), attr)

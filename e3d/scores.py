@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .registry import Registry
+from .registry import Registry, resolve
 from .spec import ArchSpec, SpecError
 
 
@@ -69,21 +69,28 @@ class Score:
     ``kind`` is ``"analytic"`` (``fn(spec) -> float``, microseconds, deterministic) or ``"forward"``
     (``fn(spec, *, seed, batch) -> float``: builds the network and runs it, milliseconds; one evaluation
     per seed). ``needs_batch``: the score reads real clips (``batch``: ``(B, 3, T, H, W)``), e.g. NASWOT.
+    ``fn`` may be a ``"module:function"`` path, imported when the score is first evaluated (see
+    :func:`declare_score`).
     """
 
     name: str
     description: str
     kind: str
-    fn: Callable[..., float]
+    fn: Callable[..., float] | str
     needs_batch: bool = False
+
+    @property
+    def function(self) -> Callable[..., float]:
+        """The score's function (imports its module the first time for a declared score)."""
+        return resolve(self.fn) if isinstance(self.fn, str) else self.fn
 
     def __call__(self, spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
         """One evaluation (the analytic ones ignore ``seed`` and ``batch``)."""
         if self.kind == ANALYTIC:
-            return float(self.fn(spec))
+            return float(self.function(spec))
         if self.needs_batch and batch is None:
             raise ValueError(f"score {self.name!r} needs a batch of real clips")
-        return float(self.fn(spec, seed=seed, batch=batch))
+        return float(self.function(spec, seed=seed, batch=batch))
 
     def evaluate(self, spec: ArchSpec, *, repeats: int = 1, seed: int = 0, batch: Any = None) -> ScoreValue:
         """Mean and spread over ``repeats`` evaluations seeded ``seed, seed + 1, ...`` (one for analytic)."""
@@ -99,11 +106,15 @@ class Score:
 SCORES: Registry[Score] = Registry("score")
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in (ANALYTIC, FORWARD):
+        raise ValueError(f"score kind must be {ANALYTIC!r} or {FORWARD!r}, got {kind!r}")
+
+
 def register_score(name: str, description: str, *, kind: str = ANALYTIC,
                    needs_batch: bool = False) -> Callable[[Callable[..., float]], Callable[..., float]]:
     """Decorator: register ``fn`` as the score ``name`` (see :class:`Score`); returns ``fn`` unchanged."""
-    if kind not in (ANALYTIC, FORWARD):
-        raise ValueError(f"score kind must be {ANALYTIC!r} or {FORWARD!r}, got {kind!r}")
+    _check_kind(kind)
 
     def deco(fn: Callable[..., float]) -> Callable[..., float]:
         SCORES.add(name, Score(name, description, kind, fn, needs_batch), description)
@@ -111,32 +122,26 @@ def register_score(name: str, description: str, *, kind: str = ANALYTIC,
     return deco
 
 
-def _load_plugins() -> None:
-    """Import the modules that register more scores (forward proxies need torch: imported lazily)."""
-    import importlib  # noqa: PLC0415
-
-    for module in _PLUGINS:
-        try:
-            importlib.import_module(module)
-        except ImportError:  # an optional part of a partial install (e.g. no torch)
-            pass
-
-
-_PLUGINS: tuple[str, ...] = ("e3d.proxies",)
+def declare_score(name: str, description: str, target: str, *, kind: str = FORWARD,
+                  needs_batch: bool = False) -> Score:
+    """Register the score ``name`` whose function is ``target`` (``"module:function"``), imported when the
+    score is first evaluated: listing and choosing scores never imports what they need (torch, for the
+    forward ones)."""
+    _check_kind(kind)
+    score = Score(name, description, kind, target, needs_batch)
+    SCORES.add(name, score, description)
+    return score
 
 
 def get_score(name: str) -> Score:
     """The registered score ``name``; :class:`ValueError` listing the known ones otherwise."""
-    if name not in SCORES:
-        _load_plugins()
     if name not in SCORES:
         raise ValueError(f"unknown score {name!r}; choose one of {', '.join(SCORES.names())} (see `e3d scores`)")
     return SCORES.get(name)
 
 
 def score_names(kind: str | None = None) -> list[str]:
-    """Every registered score (of ``kind`` when given), built-in analytic ones first."""
-    _load_plugins()
+    """Every registered score (of ``kind`` when given), analytic ones first."""
     return [n for n in SCORES.names() if kind is None or SCORES.get(n).kind == kind]
 
 
@@ -156,3 +161,14 @@ def _params(spec: ArchSpec) -> float:
     from .cost import cost  # noqa: PLC0415
 
     return float(cost(spec).params)
+
+
+# -- the forward proxies (e3d.proxies: torch is imported when one is first evaluated) -----------------
+declare_score("zen", "Zen-score: log feature change under a 0.01 input perturbation + BN variances, "
+                     "Gaussian init (Lin et al. 2021; forward)", "e3d.proxies:zen")
+declare_score("maedet", "MAE-DET entropy: log std of the final feature map + ln C, Gaussian weights and "
+                        "input, BN as identity (Sun et al. 2022; forward)", "e3d.proxies:maedet")
+declare_score("naswot", "NASWOT: log det of the Hamming kernel of ReLU codes over a batch of real clips "
+                        "(Mellor et al. 2021; forward, needs a batch)", "e3d.proxies:naswot", needs_batch=True)
+declare_score("synflow", "SynFlow: log sum |theta * dR/dtheta| of the sign-linearised network on an "
+                         "all-ones clip, BN as identity (Tanaka et al. 2020; forward)", "e3d.proxies:synflow")
