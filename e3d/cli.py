@@ -7,6 +7,7 @@
     e3d search --preset S --out DIR         search with any strategy (see ``e3d search --help``)
     e3d export SPEC|--zoo NAME|RUN --onnx F  ONNX (checked against PyTorch with onnxruntime) and its latency
     e3d latency SPEC|--zoo NAME              predicted (per-block table) and measured latency
+    e3d predict MODEL VIDEO [VIDEO ...]      top-k labels of videos (MODEL: model folder, job or candidate)
 
 Bad input exits with status 2 and a one-line message on stderr.
 """
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
     add_latency_parser(sub)
+    from pipeline.predict.cli import add_predict_parser  # noqa: PLC0415 - torch/PyAV imported when run
+
+    add_predict_parser(sub)
     return parser
 
 
