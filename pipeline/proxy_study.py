@@ -55,6 +55,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 S_BUDGET = (13, 160, 1.9e9)  # the S preset: frames, size, FLOPs budget (E3D-S's class)
 EPOCH_FRACTIONS = (0.25, 0.5, 1.0)
+# low-fidelity baselines: a network's own validation top-1 after its first epoch(s) of training, a predictor like
+# any zero-cost proxy (the NAS-Bench-201 comparison every proxy should beat; no extra training: the same runs)
+LOW_FIDELITY_EPOCHS = (1, 2)
 RANDOM = "random"
 
 
@@ -622,11 +625,23 @@ def model_rows(models: Sequence[Model], scores: Mapping[str, Mapping[str, dict]]
         row["best_val_top1"] = r.best_val_top1 if ok else math.nan
         for e in epoch_budgets(epochs):
             row[f"val_top1_e{e}"] = float(hist[e].get("val_top1", math.nan)) if ok and e in hist else math.nan
+        for e in low_fidelity(epochs):
+            row[f"top1_after_{e}ep"] = float(hist[e].get("val_top1", math.nan)) if ok and e in hist else math.nan
         row["epochs"] = r.epochs if r is not None else 0
         row["train_time_s"] = round(r.train_time_s, 1) if r is not None else math.nan
         row["error"] = (r.error or "") if r is not None else "not trained"
         rows.append(row)
     return rows
+
+
+def low_fidelity(epochs: int) -> list[int]:
+    """The epochs whose accuracy is a low-fidelity predictor of the final one (fewer than the whole run)."""
+    return [e for e in LOW_FIDELITY_EPOCHS if e < epochs]
+
+
+def low_fidelity_names(epochs: int) -> list[str]:
+    """Their columns in the model rows and names in the correlations: ``top1_after_1ep``, ..."""
+    return [f"top1_after_{e}ep" for e in low_fidelity(epochs)]
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -948,7 +963,8 @@ def run_study(config: StudyConfig, dataset: Any, out: str | os.PathLike, *, trac
 
         # 4. analysis and outputs
         rows = model_rows(models, scores, results, proxies, config.epochs)
-        corr = correlate(rows, proxies, epochs=config.epochs, bins=config.bins, n_boot=config.bootstrap,
+        predictors = list(proxies) + low_fidelity_names(config.epochs)  # zero-cost proxies, then a first epoch
+        corr = correlate(rows, predictors, epochs=config.epochs, bins=config.bins, n_boot=config.bootstrap,
                          seed=config.seed, top_k=config.top_k)
         search_list = [searches[s] for s in config.search_scores]
         files = write_outputs(out, rows, proxies, corr, search_list, config)
@@ -965,7 +981,8 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], proxies: Sequence[str],
     files = [write_csv(rows, out / "models.csv"), _write_json(out / "correlations.json", corr)]
     table = (f"# Proxy study: {len(rows)} models, {config.epochs} epochs at {config.clip_frames}x{config.clip_size}^2\n\n"
              f"Against the final validation top-1 (single view); binned = within {config.bins} FLOPs bins; "
-             f"top-k hit: of the proxy's top k, the fraction among the k most accurate.\n\n"
+             f"top-k hit: of the proxy's top k, the fraction among the k most accurate; top1_after_Nep: each network's "
+             f"own validation top-1 after its first N epochs (the low-fidelity baseline, from the same runs).\n\n"
              + format_table(corr, config.epochs))
     if searches:
         table += "\n## Searches at equal budget\n\n" + format_searches(searches, rows)

@@ -213,3 +213,23 @@ def test_study_end_to_end_and_resume(ray4, videos, tmp_path):
     with pytest.raises(StudyError) as err:
         run_study(StudyConfig(**(STUDY | {"models": 3})), videos, out)
     assert err.value.field == "out" and "models" in err.value.message
+
+
+def test_low_fidelity_baseline_is_a_predictor_beside_the_proxies():
+    """Accuracy after a network's first epoch(s) comes from its own training history, and is correlated with
+    the final accuracy like any zero-cost proxy (no extra training)."""
+    from pipeline.proxy_study import Model, low_fidelity_names, model_rows, sample_specs
+    from pipeline.train.report import CandidateResult
+
+    assert low_fidelity_names(1) == [] and low_fidelity_names(8) == ["top1_after_1ep", "top1_after_2ep"]
+    specs = sample_specs(4, frames=8, size=56, gflops=(0.02, 0.06), seed=0)
+    models = [Model(f"m{i}", "sample", s) for i, s in enumerate(specs)]
+    first = [10.0, 20.0, 30.0, 40.0]
+    results = {m.name: CandidateResult(name=m.name, run_name=m.name, spec={}, trained_spec={}, epochs=4,
+                                       val_top1=f * 2, mv_top1=f * 2,
+                                       history=[{"epoch": e, "val_top1": f + e - 1} for e in range(1, 5)])
+               for m, f in zip(models, first)}
+    rows = model_rows(models, {}, results, ["params"], 4)
+    assert [r["top1_after_1ep"] for r in rows] == first and [r["top1_after_2ep"] for r in rows] == [11, 21, 31, 41]
+    corr = correlate(rows, ["params"] + low_fidelity_names(4), epochs=4, n_boot=200)
+    assert corr["top1_after_1ep"]["kendall_tau"] == pytest.approx(1.0)
