@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a zoo network as a reference arm, re-inputted to the clip (repeatable, e.g. X3D-XS)")
     g.add_argument("--seeds", type=positive_int, default=3, help="seeds of the training-free arms (default 3)")
     g.add_argument("--training-seeds", type=positive_int,
-                   help="seeds of the arms that train a supernet: dnas, parsec, fusion (default: --seeds)")
+                   help="seeds of the arms that train a supernet (dnas, parsec, fusion) and of --zoo networks "
+                        "(default: --seeds)")
     g.add_argument("--budget-flops", type=parse_amount, help=f"FLOPs budget of every search, e.g. 0.1G "
                                                              f"(default {DEMO.budget_flops / 1e9:g}G)")
     g.add_argument("--max-layers", type=non_negative_int,

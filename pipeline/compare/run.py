@@ -37,8 +37,8 @@ NETWORKS = "networks"
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """A comparison. ``seeds``: seeds of the training-free arms and zoo networks (0..seeds-1);
-    ``training_seeds``: of the arms that train a supernet (default ``seeds``). ``options``: per strategy, its
+    """A comparison. ``seeds``: seeds of the arms whose search is training-free (0..seeds-1);
+    ``training_seeds``: of the arms that train a supernet and of zoo networks (default ``seeds``). ``options``: per strategy, its
     own settings (``{"dnas": {"epochs": 2}}``). The data's split is the same for every seed (split seed 0),
     so every network is evaluated on the same validation videos."""
 
@@ -64,7 +64,9 @@ class CompareConfig:
     n_boot: int = 10_000
 
     def seeds_of(self, arm: Arm) -> list[int]:
-        n = self.seeds if arm.training_free else (self.training_seeds or self.seeds)
+        """Seeds 0..n-1: ``seeds`` for the arms with a training-free search, ``training_seeds`` for the rest (the
+        supernet strategies, and zoo networks, whose only variation is the training's)."""
+        n = self.seeds if arm.searches and arm.training_free else (self.training_seeds or self.seeds)
         return list(range(n))
 
     def search_settings(self, num_classes: int) -> SearchSettings:
