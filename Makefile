@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-slow test-cluster bench venv clean
+.PHONY: demo test test-props test-slow test-cluster bench venv clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the property tests (Hypothesis) drawing new examples each run; `make test` draws the same ones every time
+test-props: $(STAMP)
+	$(BIN)/python -m pytest -q -m "hypothesis and not slow and not cluster" --hypothesis-profile=explore
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -16,10 +16,10 @@ import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 # CI runs on a clean clone without a Hypothesis database: derandomized, every run draws the same examples, so a
-# failure there reproduces here. `pytest --hypothesis-profile=explore` draws new ones (keep any failure it finds
-# as an @example).
+# failure there reproduces here. `make test-props` (`pytest -m hypothesis --hypothesis-profile=explore`) draws new
+# ones on every run and prints the @reproduce_failure blob of a failure: keep the failing input as an @example.
 settings.register_profile("ci", derandomize=True)
-settings.register_profile("explore", derandomize=False)
+settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile("ci")
 
 

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from e3d import zoo
-from e3d.cost import cost, se_width
+from e3d.blocks import StridedAvgPool
+from e3d.cost import ceil_div, cost, se_width
 from e3d.families import family_names, get_family
 from e3d.families.e3d import InvertedBottleneckFamily
 from e3d.model import build_model
@@ -88,3 +89,19 @@ def test_random_specs_cost_equals_torch_count(spec):
     """Odd sizes, stride-1 stems and stages, width changes with and without strides, both families."""
     c = cost(spec)
     assert (c.flops, c.params) == measured(spec)
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+@pytest.mark.parametrize("size", range(1, 8))
+def test_stride_only_shortcut_on_any_map(size, stride):
+    """The parameter-free shortcut maps r to ceil(r / s) like the strided convs the cost model counts, on maps
+    smaller than its 3x3 window too, and averages the window clipped to the map."""
+    x = torch.randn(2, 3, 2, size, size, dtype=torch.float64)
+    y = StridedAvgPool((1, stride, stride))(x)
+    out = ceil_div(size, stride)
+    assert y.shape == (2, 3, 2, out, out)
+    for i in range(out):
+        for j in range(out):
+            rows = slice(max(i * stride - 1, 0), i * stride + 2)
+            cols = slice(max(j * stride - 1, 0), j * stride + 2)
+            assert torch.allclose(y[..., i, j], x[..., rows, cols].mean(dim=(-2, -1)))
