@@ -3,6 +3,7 @@
     e3d export --zoo E3D-S --onnx e3d-s.onnx                  # export, check against PyTorch, time it
     e3d export spec.json --onnx net.onnx --program net.pt2    # also a torch.export program
     e3d export runs/demo/candidates/RUN --onnx trained.onnx   # a trained candidate (its final checkpoint)
+    e3d export runs/demo/candidates/RUN --folder model/       # a model folder: config.json, model.safetensors, card
     e3d latency --zoo E3D-S --zoo X3D-S --measure             # predicted (and measured) latency, ms
     e3d latency spec.json --budget-latency 25ms --latency-resource edge_cpu
 
@@ -40,7 +41,11 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("source", nargs="?", help="a spec JSON file, or a trained run folder (candidate folder with "
                                              "result.json, Ray Train run folder, checkpoint folder or state.pt)")
     p.add_argument("--zoo", metavar="NAME", help="export a zoo entry instead of SOURCE")
-    p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
+    p.add_argument("--onnx", metavar="PATH", help="ONNX file to write (give --onnx, --folder or both)")
+    p.add_argument("--folder", metavar="DIR", help="also (or only) write a model folder: config.json, "
+                                                   "model.safetensors and a model card README.md (e3d.load(DIR))")
+    p.add_argument("--labels", metavar="FILE", help="class names for --folder (label_map.json or one name a line; "
+                                                    "default: what the run recorded, else 0..N-1)")
     p.add_argument("--program", metavar="PATH", help="also write a torch.export program (.pt2)")
     _add_input_arguments(p)
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
@@ -93,22 +98,60 @@ def _export_source(args: argparse.Namespace) -> tuple[Any, ArchSpec, bool]:
     return model, spec, trained
 
 
+def _export_folder(args: argparse.Namespace, model: Any, spec: ArchSpec, trained: bool) -> dict[str, Any]:
+    """Write ``--folder``: a trained run with its preprocessing and card (e3d.model_source), a spec with 1 view."""
+    from dataclasses import replace
+
+    from .model_folder import CardInfo, ModelFolderError, Preprocessing, labels_or_indices, write_model_folder
+    from .model_source import candidate_model, read_labels
+
+    folder = Path(args.folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--folder: {folder} exists and is not a folder")
+    try:
+        labels = read_labels(args.labels) if args.labels else None
+    except ModelFolderError as exc:
+        raise UsageError(f"--labels: {exc}") from None
+    if labels is not None and len(labels) != spec.num_classes:
+        raise UsageError(f"--labels: {len(labels)} names for a network with {spec.num_classes} outputs")
+    if trained:
+        try:
+            found = candidate_model(Path(args.source), labels=labels)
+        except (ModelFolderError, SpecError) as exc:
+            raise UsageError(f"SOURCE: {exc}") from None
+        pre = replace(found.preprocessing, frames=spec.frames, size=spec.size)
+        card = found.card
+    else:
+        pre = Preprocessing(frames=spec.frames, size=spec.size, sampling_rate=spec.sampling_rate or 1,
+                            labels=labels_or_indices(labels, spec.num_classes))
+        card = CardInfo(name=spec.name, weights=args.weights)
+    write_model_folder(folder, model, pre, card=card)
+    return {"folder": str(folder)}
+
+
 def run_export_command(args: argparse.Namespace) -> int:
     from .export import export_onnx, export_program, onnx_latency
     from .latency import Measurer
 
     try:
+        if not args.onnx and not args.folder:
+            raise UsageError("--onnx/--folder: nothing to write: give --onnx FILE, --folder DIR or both")
         model, spec, trained = _export_source(args)
-        onnx_path = Path(args.onnx)
-        if onnx_path.is_dir():
+        onnx_path = Path(args.onnx) if args.onnx else None
+        if onnx_path is not None and onnx_path.is_dir():
             raise UsageError(f"--onnx: {onnx_path} is a folder; give a file path like {onnx_path / 'net.onnx'}")
+        model.spec = spec
+        folder = _export_folder(args, model, spec, trained) if args.folder else {}
     except UsageError as exc:
         print(f"e3d export: error: {exc}", file=sys.stderr)
         return 2
-    model.spec = spec
+    if onnx_path is None:
+        print(json.dumps(folder | {"trained": trained, "weights": "trained" if trained else args.weights}))
+        return 0
     report = export_onnx(model, onnx_path, opset=args.opset, check=args.check, tolerance=args.tolerance,
                          threads=args.threads)
     out: dict[str, Any] = report.to_dict() | {"trained": trained, "weights": "trained" if trained else args.weights}
+    out |= folder
     if args.program:
         path, diff = export_program(model, args.program)
         out |= {"program": str(path), "program_max_abs_diff": diff}

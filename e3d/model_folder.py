@@ -257,7 +257,11 @@ def load(folder: str | os.PathLike, *, device: str = "cpu") -> tuple[Any, Prepro
     except (SafetensorError, OSError) as exc:
         raise ModelFolderError(f"{weights}: unreadable ({exc})") from None
     model = build_model(spec, dropout=float(config.get("dropout", 0.5)))
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape that differs from the spec's
+        lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
+        raise ModelFolderError(f"{weights}: weights do not fit the spec ({lines[0] if lines else exc})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelFolderError(f"{weights}: weights do not fit the spec (missing {result.missing_keys[:3]}, "
                                f"unexpected {result.unexpected_keys[:3]})")

@@ -463,6 +463,12 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
         if champion:
             mlflow.set_tag("e3d.champion", champion)
             say(f"[mlflow] registered {champion}")
+        from pipeline.predict.champion import write_champion_folder  # <out>/model: config, safetensors, card
+        from pipeline.tracking import log_model_folder
+
+        folder = write_champion_folder(results, config, dataset, out, say=say)
+        if folder is not None and config.log_model and folder[1].mlflow_run_id:
+            log_model_folder(tracking, folder[1].mlflow_run_id, folder[0])
         result = JobResult(best_spec=outcome.best.spec, outcome=outcome, candidates=results,
                            search_summary=outcome.summary(), table=table, tracking_uri=tracking.tracking_uri,
                            parent_run_id=parent.info.run_id, out_dir=store.uri or str(out),

@@ -461,3 +461,11 @@ def register_champion(tracking: Tracking, run_id: str, model_name: str, *, alias
     version = mlflow.register_model(models[0].model_uri, model_name)
     client.set_registered_model_alias(model_name, alias, version.version)
     return int(version.version)
+
+
+def log_model_folder(tracking: Tracking, run_id: str, folder: str | Path, artifact_path: str = "model_folder") -> None:
+    """A model folder (``config.json``, ``model.safetensors``, ``README.md``: :mod:`e3d.model_folder`) as artifacts of
+    run ``run_id``, beside the ``torch.export`` model that run logged: loadable with ``e3d.load`` once downloaded."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking.tracking_uri).log_artifacts(run_id, str(folder), artifact_path)
