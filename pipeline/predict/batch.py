@@ -304,7 +304,7 @@ def run_batch(model: Any, pre: Preprocessing, videos: Videos, out: str | os.Path
                 if on_block is not None:
                     on_block(b)
 
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        def take(batch: dict) -> None:
             vids, nviews, errors = batch["video_id"].tolist(), batch["n_views"].tolist(), batch["error"]
             for vid, cpu, dcpu in zip(vids, batch["cpu_s"].tolist(), batch["decode_cpu_s"].tolist()):
                 c = costs.setdefault(vid, [0.0, 0.0])
@@ -317,7 +317,7 @@ def run_batch(model: Any, pre: Preprocessing, videos: Videos, out: str | os.Path
                 if e:
                     finish(vid, None, 0, str(e))
             if not ok.any():
-                continue
+                return
             logits = batch["logits"][ok]
             ok_vids = np.asarray(vids)[ok]
             acc.add(torch.from_numpy(logits), np.zeros(len(ok_vids), np.int64), ok_vids)
@@ -331,6 +331,14 @@ def run_batch(model: Any, pre: Preprocessing, videos: Videos, out: str | os.Path
                     probs = acc.probs.pop(vid) / views
                     acc.labels.pop(vid)
                     finish(vid, probs, views, None)
+
+        stream = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
+        try:
+            for batch in stream:
+                take(batch)
+        finally:  # an exception (a kill, ^C) closes the stream: the pipeline and its actors shut down
+            stream.close()
+
         if rows:
             raise RuntimeError(f"the pipeline ended with {len(rows)} blocks unfinished (videos lost in flight)")
     report.wall_s = time.perf_counter() - t0
