@@ -36,7 +36,7 @@ def heavy_imports(program: str, *argv: str) -> list[str]:
 
 @pytest.mark.parametrize("argv", [["--help"], ["strategies"], ["scores"], ["families"], ["zoo"],
                                   ["search", "--help"], ["score", "--help"], ["export", "--help"],
-                                  ["latency", "--help"]], ids=" ".join)
+                                  ["latency", "--help"], ["predict", "--help"]], ids=" ".join)
 def test_e3d_cli_starts_without_torch(argv):
     assert heavy_imports("e3d.cli", *argv) == []
 
