@@ -64,6 +64,28 @@ def kill_pids(pids: list[int], timeout: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+STARTUP_TRIES = 3  # Ray waits a fixed 30 s for a new raylet to register: too short on a loaded 2-core machine
+
+
+def started(start, what: str):
+    """``start()``, tried again (up to :data:`STARTUP_TRIES` times) when Ray gives up on a node whose raylet did
+    not register with the GCS within its fixed 30 s ("timed out during startup"); the processes that attempt
+    started (this process's new children) are ended by pid first, so no half-started node joins later."""
+    import psutil
+
+    for attempt in range(1, STARTUP_TRIES + 1):
+        before = {c.pid for c in psutil.Process().children(recursive=True)}
+        try:
+            return start()
+        except Exception as exc:  # noqa: BLE001 - only Ray's startup timeout is retried
+            if "timed out during startup" not in str(exc) or attempt == STARTUP_TRIES:
+                raise
+            new = [c.pid for c in psutil.Process().children(recursive=True) if c.pid not in before]
+            print(f"[sim] {what}: the raylet did not register within Ray's 30 s (attempt {attempt}); "
+                  f"ending its {len(new)} processes and starting it again")
+            kill_pids(new)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -150,7 +172,8 @@ class SimCluster:
                    "AUTOSCALER_METRIC_PORT": str(free_port())}  # the default port may be another Ray's
             os.environ.update(env)
             self.env.update(env)
-        self.cluster = Cluster(initialize_head=True, head_node_args=head)
+        self.cluster = Cluster(initialize_head=False)
+        started(lambda: self.cluster.add_node(wait=True, **head), "head")
         node = self.cluster.head_node
         self.kinds[node.node_id], self.nodes[node.node_id] = "head", node
         if self.dashboard:
@@ -159,9 +182,10 @@ class SimCluster:
 
     def add(self, kind: str, num_cpus: float, resources: dict[str, float] | None = None) -> str:
         """A worker node of ``kind``; returns its node id."""
-        node = self.cluster.add_node(num_cpus=num_cpus, resources=dict(resources or {}), node_ip_address=LOOPBACK,
-                                     object_store_memory=self.object_store, dashboard_agent_listen_port=free_port(),
-                                     min_worker_port=0, max_worker_port=0, temp_dir=str(self.temp_dir))
+        node = started(lambda: self.cluster.add_node(
+            num_cpus=num_cpus, resources=dict(resources or {}), node_ip_address=LOOPBACK,
+            object_store_memory=self.object_store, dashboard_agent_listen_port=free_port(),
+            min_worker_port=0, max_worker_port=0, temp_dir=str(self.temp_dir)), kind)
         self.kinds[node.node_id], self.nodes[node.node_id] = kind, node
         return node.node_id
 

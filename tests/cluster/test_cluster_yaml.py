@@ -103,6 +103,28 @@ def test_aws_setup_installs_the_project_from_its_repository(aws):
     assert any("$RAY_HEAD_IP" in c for c in aws["worker_start_ray_commands"])
 
 
+def test_aws_mlflow_server_needs_a_login_and_stays_on_the_private_address(aws):
+    """The head generates the credentials before Ray starts (so before any worker joins), every worker gets
+    them from the head (cluster_synced_files) and every node's shell sources them; the server is
+    cluster/mlflow_server.sh (basic-auth app) on the head's private address, never 0.0.0.0."""
+    head_setup = aws["head_setup_commands"]
+    made = [i for i, c in enumerate(head_setup) if "mlflow_server.sh credentials" in c]
+    assert made, head_setup
+    assert "~/.e3d-ray-secrets" in aws["cluster_synced_files"]
+    for cmds in (head_setup, aws["worker_setup_commands"]):
+        assert any(".e3d-ray-secrets/mlflow.env" in c and "~/.e3d-mlflow.env" in c for c in cmds), cmds
+    assert any("~/.e3d-mlflow.env" in c for c in aws["setup_commands"])  # ~/.bashrc sources it
+    starts = aws["head_start_ray_commands"]
+    server = [c for c in starts if "mlflow_server.sh start" in c]
+    assert len(server) == 1 and "hostname -I" in server[0], starts
+    everything = "\n".join(str(c) for k in ("setup_commands", "head_setup_commands", "worker_setup_commands",
+                                            "head_start_ray_commands", "worker_start_ray_commands") for c in aws[k])
+    assert "0.0.0.0" not in everything and "mlflow server" not in everything  # only through the script
+    assert "MLFLOW_TRACKING_PASSWORD" not in everything  # never on a command line
+    script = (REPO / "cluster" / "mlflow_server.sh").read_text()
+    assert "--app-name basic-auth" in script and "umask 077" in script
+
+
 # ---------------------------------------------------------------- cluster/local.yaml
 
 def test_local_config_passes_ray_validation(local):
