@@ -123,12 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     res = ray.cluster_resources()
     if not _autoscaled():
-        need_cpu = args.decode_cpus + (0 if args.gpus_per_actor else args.cpus_per_actor)
+        actors = args.actors or 1
+        need_cpu = args.decode_cpus + actors * args.cpus_per_actor
         if res.get("CPU", 0) < need_cpu:
-            parser.error(f"argument --cpus-per-actor: the cluster has {res.get('CPU', 0):g} CPUs; one network actor "
-                         f"and one decode task need {need_cpu:g} (lower --cpus-per-actor or --decode-cpus)")
-        if args.gpus_per_actor and res.get("GPU", 0) < args.gpus_per_actor:
-            parser.error(f"argument --gpus-per-actor: the cluster has {res.get('GPU', 0):g} GPUs")
+            parser.error(f"argument --cpus-per-actor: the cluster has {res.get('CPU', 0):g} CPUs; {actors} network "
+                         f"actor(s) and one decode task need {need_cpu:g} (lower --actors, --cpus-per-actor or "
+                         "--decode-cpus)")
+        if args.gpus_per_actor and res.get("GPU", 0) < actors * args.gpus_per_actor:
+            parser.error(f"argument --gpus-per-actor: the cluster has {res.get('GPU', 0):g} GPUs for {actors} "
+                         f"actor(s) of {args.gpus_per_actor:g}")
 
     from pipeline.predict.batch import ResumeError, run_batch  # noqa: PLC0415
 

@@ -140,3 +140,22 @@ def test_export_cli_writes_a_folder(tmp_path):
     assert (pre.frames, pre.size, pre.views) == (4, 32, 1) and pre.labels[:2] == ("0", "1")
     assert read_config(out)["weights"] == "random"
     assert main(["export", "--zoo", "E3D-init-S"]) == 2  # neither --onnx nor --folder
+
+
+def test_mlflow_logs_the_folder_beside_the_model(folder, tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import Tracking, log_model_folder
+
+    path, _ = folder
+    tracking = Tracking.local(tmp_path / "mlruns", "test-model-folder")
+    with tracking.run("candidate") as run:
+        run_id = run.info.run_id
+    log_model_folder(tracking, run_id, path)
+    client = MlflowClient(tracking.tracking_uri)
+    names = sorted(a.path for a in client.list_artifacts(run_id, "model_folder"))
+    assert names == ["model_folder/README.md", "model_folder/config.json", "model_folder/model.safetensors"]
+    local = client.download_artifacts(run_id, "model_folder", str(tmp_path / "down"))
+    model, pre = load(local)
+    assert pre == PRE

@@ -43,7 +43,7 @@ def trained(ray_cluster, data, tmp_path_factory):
     from pipeline.train import Recipe, plan_resources, train_one
 
     root, ds = data
-    out = tmp_path_factory.mktemp("train")
+    out = tmp_path_factory.mktemp("job") / "train"  # the main job's layout: <out>/train/candidates/<run>
     ds.save_label_map(out / "label_map.json")  # as jobs/train.py writes it: the candidate's class names
     recipe = Recipe.paper("sthsth").scaled(epochs=1, batch_size=8, lr=0.05, init="torch")
     result = train_one(zoo.get("E3D-init-S"), ds, clip=CLIP, recipe=recipe, out_dir=out, eval_clips=2, eval_crops=3,
@@ -62,21 +62,20 @@ def val_predictions(trained, data, tmp_path_factory):
     return report, pq.read_table(out / "predictions.parquet")
 
 
-def test_views_are_the_jobs_evaluation_rows(ray_cluster, data):
-    from pipeline.video.ray_data import eval_dataset
+def test_views_are_the_jobs_evaluation_rows(data):
+    """video_views gives the arrays the job's evaluation dataset decodes (its map function, called directly)."""
+    from pipeline.video.ray_data import _eval_batch
 
     _, ds = data
     items = ds.val[:3]
-    rows = {}
-    for batch in eval_dataset(items, CLIP, num_clips=2, crops=3).iter_batches(batch_size=None, batch_format="numpy"):
-        for clip, vid, view in zip(batch["clip"], batch["video_id"], batch["view"]):
-            rows[(int(vid), int(view))] = clip
+    batch = {"path": np.array([it.path for it in items]), "label": np.arange(3), "video_id": np.arange(3)}
+    (rows,) = list(_eval_batch(batch, CLIP, 2, 3, log=None))  # good files: the skip log is not touched
     pre = Preprocessing(frames=4, size=32, sampling_rate=2, labels=ds.classes, clips=2, crops=3)
     for i, item in enumerate(items):
         views = video_views(item.path, clip_config(pre), 2, 3)
         assert views.shape == (6, 3, 4, 32, 32)
-        for v in range(6):
-            assert np.array_equal(views[v], rows[(i, v)])
+        mine = rows["clip"][rows["video_id"] == i]
+        assert np.array_equal(rows["view"][rows["video_id"] == i], np.arange(6)) and np.array_equal(views, mine)
 
 
 def test_candidate_opens_with_the_jobs_clip_views_and_names(trained, data):
@@ -226,3 +225,25 @@ def test_e3d_predict_on_ucf101_dev(tmp_path, capsys, one_torch_thread):
     assert main(["predict", str(folder), *videos]) == 0
     out = capsys.readouterr().out
     assert out.count("(6 views") == 2 and sum(name in out for name in UCF_CLASSES) >= 5
+
+
+def test_main_job_writes_its_champion_as_a_model_folder(trained, data, val_predictions):
+    from pipeline.predict.champion import write_champion_folder
+    from pipeline.search_and_train import JobConfig
+
+    folder, result = trained
+    job = folder.parents[2]
+    config = JobConfig(out_dir=str(job), clip=CLIP, eval_clips=2, eval_crops=3)
+    said = []
+    written, best = write_champion_folder([result], config, data[1], job, say=said.append)
+    assert written == job / "model" and best is result and "e3d predict" in said[0]
+    found = open_model(job)  # the job's folder now opens on its model folder
+    assert found.kind == "job champion" and found.path == written
+    pre = found.preprocessing
+    assert (pre.frames, pre.size, pre.sampling_rate, pre.clips, pre.crops) == (4, 32, 2, 2, 3)
+    assert list(pre.labels) == data[1].classes
+    config_json = json.loads((written / "config.json").read_text())
+    assert config_json["provenance"]["strategy"] == "evolution" and config_json["results"]["mv_top1"] == result.mv_top1
+    row = val_predictions[1].to_pylist()[1]
+    (p,) = predict_videos(found.model, pre, [row["path"]], topk=4)
+    assert p.topk == row["topk"] and np.allclose(p.probs, row["probs"], atol=1e-6)

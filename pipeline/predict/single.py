@@ -89,6 +89,5 @@ def format_prediction(p: Prediction) -> str:
     if p.error:
         return f"{p.path}: cannot decode ({p.error})"
     rows = [f"{p.path}  ({p.views} views, {p.seconds:.2f} s)"]
-    width = max(len(n) for n in p.topk)
-    rows += [f"  {i + 1}  {prob:6.1%}  {name:<{width}}" for i, (name, prob) in enumerate(zip(p.topk, p.probs))]
+    rows += [f"  {i + 1}  {prob:6.1%}  {name}" for i, (name, prob) in enumerate(zip(p.topk, p.probs))]
     return "\n".join(rows)
