@@ -226,121 +226,140 @@ def part_path(parts: Path, block: int) -> Path:
     return parts / f"part-{block:05d}.parquet"
 
 
+class _Collector:
+    """The driver's side: per-video softmax averaged over its view rows as they arrive, a block's part written when
+    its last video is in. Holds only the videos and blocks in flight."""
+
+    def __init__(self, videos: Videos, labels: list[str], options: BatchOptions, parts: Path, schema: Any,
+                 pending: list[int], report: BatchReport, say: Callable[[str], None],
+                 on_block: Callable[[int], None] | None):
+        from pipeline.train.evaluate import ViewAccumulator
+
+        self.videos, self.labels, self.options, self.parts, self.schema = videos, labels, options, parts, schema
+        self.report, self.say, self.on_block = report, say, on_block
+        self.index = {name: i for i, name in enumerate(labels)}
+        n, size = len(videos.paths), options.block_size
+        self.remaining = {b: min(n, (b + 1) * size) - b * size for b in pending}
+        self.rows: dict[int, list[dict[str, Any]]] = {b: [] for b in pending}
+        self.pending = len(pending)
+        self.step = max(1, len(pending) // 10)
+        self.acc = ViewAccumulator(len(labels))
+        self.logit_sums: dict[int, np.ndarray] = {}
+        self.costs: dict[int, list[float]] = {}
+        self.t0 = time.perf_counter()
+
+    def take(self, batch: dict) -> None:
+        """One batch of the actors' output rows (any videos' views, in any order)."""
+        import torch
+
+        vids, nviews, errors = batch["video_id"].tolist(), batch["n_views"].tolist(), batch["error"]
+        for vid, cpu, dcpu in zip(vids, batch["cpu_s"].tolist(), batch["decode_cpu_s"].tolist()):
+            c = self.costs.setdefault(vid, [0.0, 0.0])
+            c[0] += cpu
+            c[1] += dcpu
+            self.report.cpu_s += cpu
+            self.report.decode_cpu_s += dcpu
+        for vid, e in zip(vids, errors):
+            if e:
+                self._finish(vid, None, 0, str(e))
+        ok = np.asarray([not e for e in errors])
+        if not ok.any():
+            return
+        logits, ok_vids = batch["logits"][ok], np.asarray(vids)[ok]
+        self.acc.add(torch.from_numpy(logits), np.zeros(len(ok_vids), np.int64), ok_vids)  # the job's averaging
+        if self.options.logits:
+            for vid, row in zip(ok_vids.tolist(), logits.astype(np.float64)):
+                self.logit_sums[vid] = self.logit_sums.get(vid, 0.0) + row
+        expected = dict(zip(vids, nviews))
+        for vid in dict.fromkeys(ok_vids.tolist()):
+            if self.acc.views[vid] == expected[vid]:  # every view of this video is in
+                views = self.acc.views.pop(vid)
+                probs = self.acc.probs.pop(vid) / views
+                self.acc.labels.pop(vid)
+                self._finish(vid, probs, views, None)
+
+    def _finish(self, vid: int, probs: np.ndarray | None, views: int, error: str | None) -> None:
+        import torch
+
+        labelled = self.videos.labels is not None
+        label = self.videos.labels[vid] if labelled else None
+        cpu, dcpu = self.costs.pop(vid, [0.0, 0.0])
+        row: dict[str, Any] = {"path": self.videos.paths[vid], "video_id": vid, "views": views, "error": error,
+                               "cpu_s": cpu, "decode_cpu_s": dcpu, "top1": None, "topk": None, "probs": None}
+        if probs is not None:
+            order = torch.from_numpy(probs).topk(len(self.labels)).indices.tolist()  # topk_correct's order
+            k = min(self.options.topk, len(self.labels))
+            row |= {"top1": self.labels[order[0]], "topk": [self.labels[i] for i in order[:k]],
+                    "probs": [float(probs[i]) for i in order[:k]]}
+            if labelled:
+                row["label_rank"] = order.index(self.index[label]) + 1 if label in self.index else None
+            if self.options.logits:
+                row["logits"] = (self.logit_sums.pop(vid) / views).astype(np.float32).tolist()
+        if labelled:
+            row["label"] = label
+        b = vid // self.options.block_size
+        self.rows[b].append(row)
+        self.remaining[b] -= 1
+        self.report.videos_now += 1
+        if self.remaining[b] == 0:
+            _write_part(part_path(self.parts, b), self.rows.pop(b), self.schema)
+            done = self.pending - len(self.rows)
+            if done % self.step == 0 or not self.rows:
+                self.say(f"[predict] {done}/{self.pending} blocks, {self.report.videos_now} videos, "
+                         f"{self.report.videos_now / (time.perf_counter() - self.t0):.2f} videos/s")
+            if self.on_block is not None:
+                self.on_block(b)
+
+
+def _pipeline(videos: Videos, ids: list[int], pre: Preprocessing, payload: dict[str, Any], options: BatchOptions):
+    """The Ray Dataset of the network's output rows for the videos ``ids``."""
+    import ray
+
+    ds = ray.data.from_items([{"video_id": v, "path": videos.paths[v]} for v in ids],
+                             override_num_blocks=max(1, min(len(ids), math.ceil(len(ids) / 2))))
+    # decode tasks are retried when their worker dies; their remote args differing from the actors' also keeps
+    # Ray Data from fusing the decoding into the network's actors (decoding stays on CPU tasks)
+    ds = ds.map_batches(_decode_batch, batch_size=1, batch_format="numpy", num_cpus=options.decode_cpus,
+                        max_retries=3, fn_kwargs={"cfg": clip_config(pre, decode_timeout=options.decode_timeout),
+                                                  "clips": pre.clips, "crops": pre.crops})
+    return ds.map_batches(_Network, batch_size=options.batch_size, batch_format="numpy",
+                          compute=_actor_pool(options), num_cpus=options.cpus_per_actor,
+                          num_gpus=options.gpus_per_actor or None,
+                          fn_constructor_kwargs={"payload": [ray.put(payload)],  # nested: fetched by the actor
+                                                 "threads": max(1, int(options.cpus_per_actor))})
+
+
 def run_batch(model: Any, pre: Preprocessing, videos: Videos, out: str | os.PathLike,
               options: BatchOptions = BatchOptions(), *, restart: bool = False, say: Callable[[str], None] = print,
               on_block: Callable[[int], None] | None = None) -> BatchReport:
     """Label ``videos`` with ``model`` (see the module doc); Ray must be initialised. ``on_block(block)`` is called
     after each part is written (progress, tests)."""
-    import ray
-    import torch
-
-    from pipeline.train.evaluate import ViewAccumulator
-
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     payload = model_payload(model)
     parts = _prepare_out(out, fingerprint(payload, pre, videos, options), restart)
     labels = list(pre.labels)
-    index = {name: i for i, name in enumerate(labels)}
     labelled = videos.labels is not None
     schema = _schema(labelled, options.logits)
-    n = len(videos.paths)
-    blocks = math.ceil(n / options.block_size)
+    n, size = len(videos.paths), options.block_size
+    blocks = math.ceil(n / size)
     pending = [b for b in range(blocks) if not part_path(parts, b).is_file()]
-    say(f"[predict] {videos.description}: {blocks} blocks of {options.block_size}, "
-        f"{blocks - len(pending)} already done; {pre.clips} clips x {pre.crops} crops of "
-        f"{pre.frames}x{pre.size}^2 every {pre.sampling_rate} frames")
+    say(f"[predict] {videos.description}: {blocks} blocks of {size}, {blocks - len(pending)} already done; "
+        f"{pre.clips} clips x {pre.crops} crops of {pre.frames}x{pre.size}^2 every {pre.sampling_rate} frames")
     report = BatchReport(out=str(out), predictions=str(out / PREDICTIONS_FILE), videos=n, decoded=0, undecodable=[],
                          blocks=blocks, blocks_now=len(pending))
     t0 = time.perf_counter()
     if pending:
-        ids = [v for b in pending for v in range(b * options.block_size, min(n, (b + 1) * options.block_size))]
-        remaining = {b: min(n, (b + 1) * options.block_size) - b * options.block_size for b in pending}
-        rows: dict[int, list[dict[str, Any]]] = {b: [] for b in pending}
-        ds = ray.data.from_items([{"video_id": v, "path": videos.paths[v]} for v in ids],
-                                 override_num_blocks=max(1, min(len(ids), math.ceil(len(ids) / 2))))
-        # decode tasks are retried when their worker dies; their remote args differing from the actors' also keeps
-        # Ray Data from fusing the decoding into the network's actors (decoding stays on CPU tasks)
-        ds = ds.map_batches(_decode_batch, batch_size=1, batch_format="numpy", num_cpus=options.decode_cpus,
-                            max_retries=3,
-                            fn_kwargs={"cfg": clip_config(pre, decode_timeout=options.decode_timeout),
-                                       "clips": pre.clips, "crops": pre.crops})
-        ds = ds.map_batches(_Network, batch_size=options.batch_size, batch_format="numpy",
-                            compute=_actor_pool(options), num_cpus=options.cpus_per_actor,
-                            num_gpus=options.gpus_per_actor or None,
-                            fn_constructor_kwargs={"payload": [ray.put(payload)],  # nested: fetched by the actor
-                                                   "threads": max(1, int(options.cpus_per_actor))})
-        acc = ViewAccumulator(len(labels))
-        logit_sums: dict[int, np.ndarray] = {}
-        costs: dict[int, list[float]] = {}
-        step = max(1, len(pending) // 10)
-
-        def finish(vid: int, probs: np.ndarray | None, views: int, error: str | None) -> None:
-            label = videos.labels[vid] if labelled else None
-            cpu, dcpu = costs.pop(vid, [0.0, 0.0])
-            row: dict[str, Any] = {"path": videos.paths[vid], "video_id": vid, "views": views, "error": error,
-                                   "cpu_s": cpu, "decode_cpu_s": dcpu, "top1": None, "topk": None, "probs": None}
-            if probs is not None:
-                order = torch.from_numpy(probs).topk(len(labels)).indices.tolist()
-                k = min(options.topk, len(labels))
-                row |= {"top1": labels[order[0]], "topk": [labels[i] for i in order[:k]],
-                        "probs": [float(probs[i]) for i in order[:k]]}
-                if labelled:
-                    row["label_rank"] = order.index(index[label]) + 1 if label in index else None
-                if options.logits:
-                    row["logits"] = (logit_sums.pop(vid) / views).astype(np.float32).tolist()
-            if labelled:
-                row["label"] = label
-            b = vid // options.block_size
-            rows[b].append(row)
-            remaining[b] -= 1
-            report.videos_now += 1
-            if remaining[b] == 0:
-                _write_part(part_path(parts, b), rows.pop(b), schema)
-                done = len(pending) - len(rows)
-                if done % step == 0 or not rows:
-                    say(f"[predict] {done}/{len(pending)} blocks, {report.videos_now} videos, "
-                        f"{report.videos_now / (time.perf_counter() - t0):.2f} videos/s")
-                if on_block is not None:
-                    on_block(b)
-
-        def take(batch: dict) -> None:
-            vids, nviews, errors = batch["video_id"].tolist(), batch["n_views"].tolist(), batch["error"]
-            for vid, cpu, dcpu in zip(vids, batch["cpu_s"].tolist(), batch["decode_cpu_s"].tolist()):
-                c = costs.setdefault(vid, [0.0, 0.0])
-                c[0] += cpu
-                c[1] += dcpu
-                report.cpu_s += cpu
-                report.decode_cpu_s += dcpu
-            ok = np.asarray([not e for e in errors])
-            for vid, e in zip(vids, errors):
-                if e:
-                    finish(vid, None, 0, str(e))
-            if not ok.any():
-                return
-            logits = batch["logits"][ok]
-            ok_vids = np.asarray(vids)[ok]
-            acc.add(torch.from_numpy(logits), np.zeros(len(ok_vids), np.int64), ok_vids)
-            if options.logits:
-                for vid, row in zip(ok_vids.tolist(), logits.astype(np.float64)):
-                    logit_sums[vid] = logit_sums.get(vid, 0.0) + row
-            expected = dict(zip(vids, nviews))
-            for vid in dict.fromkeys(ok_vids.tolist()):
-                if acc.views[vid] == expected[vid]:
-                    views = acc.views.pop(vid)
-                    probs = acc.probs.pop(vid) / views
-                    acc.labels.pop(vid)
-                    finish(vid, probs, views, None)
-
-        stream = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
+        ids = [v for b in pending for v in range(b * size, min(n, (b + 1) * size))]
+        collector = _Collector(videos, labels, options, parts, schema, pending, report, say, on_block)
+        stream = iter(_pipeline(videos, ids, pre, payload, options).iter_batches(batch_size=None, batch_format="numpy"))
         try:
             for batch in stream:
-                take(batch)
+                collector.take(batch)
         finally:  # an exception (a kill, ^C) closes the stream: the pipeline and its actors shut down
             stream.close()
-
-        if rows:
-            raise RuntimeError(f"the pipeline ended with {len(rows)} blocks unfinished (videos lost in flight)")
+        if collector.rows:
+            raise RuntimeError(f"the pipeline ended with {len(collector.rows)} blocks unfinished (videos lost)")
     report.wall_s = time.perf_counter() - t0
     if report.videos_now:
         report.videos_per_s = report.videos_now / report.wall_s
