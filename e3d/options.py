@@ -22,17 +22,44 @@ from .evolution import PRESETS
 from .strategy import Budget, Clip, RequestError, SearchRequest, SearchStrategy, get_strategy, strategy_names
 
 _SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+MAX_AMOUNT = 1e15  # 1000T: far above any video network's FLOPs or params (E3D-L: 18.4G), so no budget is unbounded
 
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line: ``prog: error: argument --x: ... (see --help)``,
-    exit status 2."""
+    exit status 2. It remembers the options as typed (``typed``), so a check can name the alias the user wrote."""
+
+    typed: tuple[str, ...] = ()
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        import sys  # noqa: PLC0415
+
+        tokens = sys.argv[1:] if args is None else list(args)
+        self.typed = tuple(t.split("=", 1)[0] for t in tokens if isinstance(t, str) and t.startswith("--"))
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):  # type: ignore[override]
         import sys  # noqa: PLC0415
 
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         sys.exit(2)
+
+
+ALIASES = {"--frames": "--clip-frames", "--size": "--clip-size"}  # the second spelling of the clip options
+
+
+def typed_option(parser: argparse.ArgumentParser, option: str) -> str:
+    """``option`` as the user wrote it: ``--clip-frames`` for ``--frames`` when that alias was typed."""
+    seen = getattr(parser, "typed", ())
+    alias = ALIASES.get(option)
+    return alias if alias and alias in seen and option not in seen else option
+
+
+def clip_option(parser: argparse.ArgumentParser, message: str) -> str:
+    """The clip option a clip error is about (``--frames``, ``--size`` or both), as typed."""
+    which = [o for o, words in (("--frames", ("input frames",)), ("--size", ("input.size", "input size")))
+             if any(w in message for w in words)]
+    return "/".join(typed_option(parser, o) for o in (which or ["--frames", "--size"]))
 
 
 # -- value types (argparse reports their errors with the option's name) ---------------------------------
@@ -46,6 +73,8 @@ def parse_amount(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected an amount like 1.9G, 350M or 2e9, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    if not value <= MAX_AMOUNT:  # inf and nan too: a budget must bound the search
+        raise argparse.ArgumentTypeError(f"must be finite and at most {MAX_AMOUNT:.0e} (1000T), got {text!r}")
     return value
 
 
@@ -307,7 +336,11 @@ def check_request(parser: argparse.ArgumentParser, strategy: SearchStrategy, req
     try:
         strategy.check(request)
     except RequestError as exc:
-        parser.error(f"argument {option_for(exc.field)}: {exc}")
+        field = exc.field
+        if field == "options" and ("input frames" in str(exc) or "input.size" in str(exc)):
+            field = "clip"  # the initial structure does not fit the clip: the clip options, not --set
+        option = clip_option(parser, str(exc)) if field == "clip" else option_for(field)
+        parser.error(f"argument {option}: {exc}")
     except ValueError as exc:  # e.g. a score that needs real clips
         parser.error(str(exc))
 

@@ -6,8 +6,10 @@
 Writes DST as a dataset of the same format (same labels and splits) plus DST/manifest.parquet and
 DST/prepare.json. One Ray Data task per video (the running cluster, RAY_ADDRESS, or a local Ray).
 Rerun to resume: finished files are skipped. Exit 0 when every video was prepared or reported
-(failures are listed); 2 for bad arguments or an unreadable SRC (one line, before any work); 1 when
-the job itself fails. See docs/video.md ("Preparing a dataset").
+(failures are listed); 2 for bad arguments or an unreadable SRC (one line, before any work); 28 when
+the disk is full (one line; free space and rerun: it resumes); 1 when the job itself fails. The console
+shows the job's own lines; Ray's go to its log files unless --verbose. See docs/video.md ("Preparing a
+dataset") and docs/faults.md.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import argparse
 import os
 import sys
 
+from pipeline.faults import exits_on_out_of_space
+from pipeline.options import add_ray_options, init_ray
 from pipeline.video.formats import FORMATS, DatasetError
 from pipeline.video.prepare import X264_PRESETS, PrepareSettings, check_paths, prepare_dataset
 
@@ -53,12 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-fast-decode", dest="fast_decode", action="store_false",
                    help="leave out x264's fastdecode tuning (smaller files, 2-3x slower clip decoding)")
     p.add_argument("--min-psnr", type=_positive(float), default=25.0, help="verification threshold (dB)")
-    p.add_argument("--timeout", type=_positive(float), default=600.0, help="seconds allowed per video")
+    p.add_argument("--timeout", type=_positive(float), default=600.0, help="seconds allowed per video (its process is killed 30 s later if FFmpeg hangs)")
     p.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="UCF101 official split")
     p.add_argument("--val-fraction", type=float, default=0.2, help="val share for formats without a split")
     p.add_argument("--seed", type=int, default=0, help="seed of that split")
     p.add_argument("--retry-failed", action="store_true", help="redo files that failed in an earlier run")
     p.add_argument("--cpus-per-task", type=_positive(float), default=1.0, help="CPUs per video task")
+    add_ray_options(p)
     args = p.parse_args(argv)
     if not 0 <= args.val_fraction < 1:
         p.error(f"argument --val-fraction: must be in [0, 1), got {args.val_fraction}")
@@ -73,6 +78,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _start_ray(args: argparse.Namespace) -> None:
+    """Ray with the jobs' quiet console (its own lines only with --verbose). Ray Data sets its loggers' levels
+    when first imported: imported here first, so that init_ray's levels are the ones that stay."""
+    import ray.data  # noqa: F401, PLC0415
+
+    init_ray(args)
+
+
+@exits_on_out_of_space
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -81,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_dataset(args.src, args.out, format=args.format, settings=settings, split=args.split,
                         val_fraction=args.val_fraction, seed=args.seed, retry_failed=args.retry_failed,
-                        num_cpus=args.cpus_per_task, progress=lambda line: print(line, flush=True))
+                        num_cpus=args.cpus_per_task, progress=lambda line: print(line, flush=True),
+                        start_ray=lambda: _start_ray(args))
     except DatasetError as e:
         print(f"{os.path.basename(sys.argv[0])}: error: argument SRC: cannot read dataset: {e}", file=sys.stderr)
         return 2

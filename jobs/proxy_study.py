@@ -25,6 +25,8 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from pipeline.faults import exits_on_out_of_space  # noqa: E402 - one line and exit 28 on a full disk
+
 
 def names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@exits_on_out_of_space
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -11,7 +11,8 @@
 Writes ``best.json``, ``population.parquet``, ``history.parquet``, ``progress.png`` and ``outcome.json`` to
 ``--out`` (a local path, or for ``evolution`` any pyarrow filesystem URI), for ``evolution`` also
 ``config.json`` and a checkpoint after every round under ``--out/checkpoint/``, and logs to MLflow (a parent
-run for the job, a child run for the search). The last line printed is a JSON summary.
+run for the job, a child run for the search). The last line printed is a JSON summary. Exit status 2: a bad
+option; 28: the disk is full (one line; free space and rerun: it resumes; docs/faults.md).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, parse_with_config,  # noqa: E402
                          latency_predictor, latency_settings, positive_int, search_request)
+from pipeline.faults import RECORDS_BYTES, check_free_space, exits_on_out_of_space  # noqa: E402
 from pipeline.options import add_island_options, add_ray_options, add_tracking_options, init_ray  # noqa: E402
 
 
@@ -67,6 +69,7 @@ def _parent_run_id(tracking, out: str, resume: bool) -> str | None:
         return None
 
 
+@exits_on_out_of_space
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_with_config(parser, argv)
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and strategy.name != "evolution":
         parser.error("argument --resume: only the evolution strategy checkpoints rounds")
     out = args.resume or args.out or f"outputs/search-{args.preset or 'S'}-seed{args.seed}"
+    check_free_space(out, RECORDS_BYTES, "the search's checkpoints, outcome and MLflow store")
 
     from pipeline.options import tracking_from_args  # noqa: PLC0415
 

@@ -11,6 +11,8 @@
 
 Every option is checked before any work starts (a bad one exits with status 2 and a line naming it).
 Re-running with the same ``--out`` resumes the search and every candidate's training where they stopped.
+A full disk ends the job with one line and exit status 28: free some space and run the same command (a corrupt
+file under ``--out`` is set aside and redone from the last good state; docs/faults.md).
 This script only parses arguments: the work is :func:`pipeline.search_and_train.run_job` (the installed
 package, so ``ray submit``, which uploads this file alone, works).
 """
@@ -24,6 +26,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from e3d.options import Parser, add_search_options, latency_settings, resolve_clip, search_request  # noqa: E402
+from pipeline.faults import RECORDS_BYTES, check_free_space, exits_on_out_of_space  # noqa: E402
 from pipeline.options import (DEMO, add_data_options, add_island_options, add_ray_options,  # noqa: E402
                               add_selection_options, add_tracking_options, add_training_options, check_clip,
                               check_data, check_out, check_recipe, check_specs, init_ray)
@@ -74,10 +77,12 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return quick(config) if args.quick else config
 
 
+@exits_on_out_of_space
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     config = config_from_args(parser, args)
+    check_free_space(args.out, RECORDS_BYTES, "the search's checkpoints and the MLflow store")
     init_ray(args)
     from pipeline.search_and_train import run_job  # noqa: PLC0415
 

@@ -15,6 +15,8 @@ run stopped. The final evaluation is K clips x 3 crops per validation video.
 MLflow (a SQLite store under --out unless --tracking-uri): one experiment, a parent run for this job, one
 child run per candidate (spec params, per-epoch metrics, spec JSON, curves, the final model), the summary
 table at the parent. This script only parses arguments: the work is :func:`pipeline.train.train_candidates`.
+Exit status 1: a candidate failed; 2: a bad option; 28: the disk is full (one line; free space and rerun the
+same command: it resumes from the last good checkpoint; docs/faults.md).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from e3d.options import Parser, resolve_clip  # noqa: E402
+from pipeline.faults import exits_on_out_of_space  # noqa: E402
 from pipeline.options import (DEMO, add_data_options, add_ray_options, add_tracking_options,  # noqa: E402
                               add_training_options, check_clip, check_data, check_out, check_recipe, check_specs,
                               init_ray, tracking_from_args)
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on_out_of_space
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -21,16 +21,36 @@ import sys
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, parse_with_config,  # noqa: E402
-                         search_request)
+from e3d.options import (PAPER, Parser, add_clip_options, add_search_options, non_negative_int,  # noqa: E402
+                         parse_count, parse_with_config, positive_float, positive_int, search_request)
+from pipeline.faults import RECORDS_BYTES, check_free_space, exits_on_out_of_space  # noqa: E402
 from pipeline.options import add_ray_options, add_tracking_options, init_ray, tracking_from_args  # noqa: E402
 
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.split(","))
+        values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every value must be >= 1, got {text!r}")
+    return values
+
+
+def _factor(text: str) -> float:
+    value = positive_float(text)
+    if not value > 1:
+        raise argparse.ArgumentTypeError(f"ASHA keeps 1/factor of the trials at each rung: must be > 1, got {value}")
+    return value
+
+
+def _option_of(message: str) -> str:
+    """The option a TuneSettings error is about."""
+    for words, option in ((("population size", "island"), "--populations/--islands"), (("CPUs",), "--trial-cpus"),
+                          (("prob_range",), "--mutation-probs")):
+        if all(w in message for w in words):
+            return option
+    return "--samples"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,16 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
                     epilog=__doc__)
     g = parser.add_argument_group("tuning")
     g.add_argument("--out", default="outputs/tune-search", help="output folder (default outputs/tune-search)")
-    g.add_argument("--budget", type=int, default=50_000, help="iterations per trial, the same for every trial")
-    g.add_argument("--samples", type=int, default=8, help="number of trials")
-    g.add_argument("--tune-seed", type=int, default=0, help="seed of the trials' settings sampling")
-    g.add_argument("--grace-period", type=int, help="ASHA's first rung in iterations (default budget/8)")
-    g.add_argument("--reduction-factor", type=float, default=2.0)
-    g.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit the CPUs)")
-    g.add_argument("--trial-cpus", type=float, default=1.0, help="CPUs per trial (fractional ok)")
+    g.add_argument("--budget", type=parse_count, default=50_000, help="iterations per trial, the same for every "
+                                                                      "trial (e.g. 50k)")
+    g.add_argument("--samples", type=positive_int, default=8, help="number of trials")
+    g.add_argument("--tune-seed", type=non_negative_int, default=0, help="seed of the trials' settings sampling")
+    g.add_argument("--grace-period", type=positive_int, help="ASHA's first rung in iterations (default budget/8)")
+    g.add_argument("--reduction-factor", type=_factor, default=2.0)
+    g.add_argument("--max-concurrent", type=positive_int, help="trials at once (default: as many as fit the CPUs)")
+    g.add_argument("--trial-cpus", type=positive_float, default=1.0, help="CPUs per trial (fractional ok)")
     g.add_argument("--trial-backend", choices=("local", "ray"), default="local",
                    help="'local': a trial steps its islands in its own process; 'ray': actors in its placement group")
-    g.add_argument("--actor-cpus", type=float, default=0.5, help="CPUs per island actor with --trial-backend ray")
+    g.add_argument("--actor-cpus", type=positive_float, default=0.5, help="CPUs per island actor with --trial-backend ray")
     g.add_argument("--populations", type=_ints, help="population choices, e.g. 64,128,256,512")
     g.add_argument("--islands", type=_ints, help="island count choices, e.g. 1,2,4")
     g.add_argument("--migration-intervals", type=_ints, help="e.g. 1,2,4")
@@ -63,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on_out_of_space
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_with_config(parser, argv)
@@ -82,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                                 max_concurrent_trials=args.max_concurrent, trial_cpus=args.trial_cpus,
                                 trial_backend=args.trial_backend, actor_cpus=args.actor_cpus, **choices)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        parser.error(f"argument {_option_of(str(exc))}: {exc}")
+    check_free_space(args.out, RECORDS_BYTES, f"{args.samples} trials' records and the MLflow store")
     init_ray(args)
     try:
         outcome = tune_search(base, settings, out_dir=args.out, tracking=tracking_from_args(args, args.out),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 OUT_OF_SPACE_EXIT = 28  # ENOSPC's number: "no space left on device"
+RECORDS_BYTES = 64e6  # a job's own records besides checkpoints: search checkpoints, Tune's state, the MLflow store
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _TEXT = re.compile(r"No space left on device|Disk quota exceeded|database or disk is full|\[Errno (?:28|122)\]", re.I)
 _PATH = re.compile(r"(?:No space left on device|Disk quota exceeded)'?\)?:? ['\"]([^'\"]+)['\"]", re.I)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from e3d.options import (Parser, SearchDefaults, add_clip_options, non_negative_int, positive_float,  # noqa: F401
-                         positive_int, resolve_clip)
+                         positive_int, resolve_clip, typed_option)
 
 # -- the embedded demo --------------------------------------------------------------------------------------
 # 8 x 56^2 clips (at 8 x 64^2 a 3x3x3 stage would see an 8x8x8 map, where STEntr is infinite), a search sized
@@ -253,7 +253,8 @@ def check_clip(parser: argparse.ArgumentParser, args: argparse.Namespace, clip_s
         return ClipConfig(frames=clip_shape.frames, sampling_rate=clip_shape.sampling_rate or 4, size=clip_shape.size,
                           train_scale=(lo, hi), hflip=args.hflip if args.hflip is not None else not demo)
     except ValueError as exc:
-        parser.error(f"argument --train-scale: {exc}" if args.train_scale else f"argument --size: {exc}")
+        parser.error(f"argument --train-scale: {exc}" if args.train_scale
+                     else f"argument {typed_option(parser, '--size')}: {exc}")
 
 
 def check_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace, *, demo: bool) -> Any:

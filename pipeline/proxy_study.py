@@ -807,7 +807,16 @@ class StudySummary:
 
 
 def _read_json(path: Path, default: Any) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else default
+    """A state file of the study (``default`` when absent); a corrupt one is set aside and what it held redone."""
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        from e3d.statefile import set_aside  # noqa: PLC0415
+
+        print(f"[study] {path} is corrupt ({exc}): set aside as {set_aside(path).name}; redoing what it held")
+        return default
 
 
 def _write_json(path: Path, data: Any) -> Path:

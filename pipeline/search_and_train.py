@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from e3d.spec import ArchSpec
+from e3d.statefile import CorruptFile, read_json, set_aside, write_json
 from e3d.strategy import Budget, Clip, SearchContext, SearchOutcome, SearchRequest, get_strategy, top_k_distinct
 from pipeline.context import IslandBackend
 from pipeline.options import DEMO, DEMO_DATA, DEMO_RECIPE
@@ -320,7 +321,7 @@ def run_search(config: JobConfig, out: Path, tracking: Any, dataset: Any, *, say
     from e3d.search_io import read_outcome, write_outcome
 
     search_dir = out / "search"
-    done = read_outcome(search_dir)
+    done = read_outcome(search_dir, say=say)  # a corrupt one is reported, set aside and redone
     if done is not None and done.strategy == config.strategy:
         say(f"[search] {done.strategy}: done before (best {done.best.score:.3f}); reading {search_dir}")
         done.extra["resumed"] = True
@@ -385,6 +386,16 @@ def register_best(results: list[Any], tracking: Any, config: JobConfig) -> str |
     return None
 
 
+def read_job_state(path: Path, say=print) -> dict[str, Any]:
+    """``job.json`` (the job's MLflow parent run); a corrupt one is set aside and the job starts a new run."""
+    try:
+        return read_json(path) or {}
+    except CorruptFile as exc:
+        say(f"[out] {path} is corrupt ({exc.reason}): set aside as {set_aside(path).name}; a new MLflow job run "
+            f"is started (the search and the candidates resume from their checkpoints)")
+        return {}
+
+
 def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     """Search, select, train and evaluate; log everything to MLflow; return the summary."""
     import ray
@@ -406,7 +417,7 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     tracking = (Tracking(config.tracking_uri, config.experiment) if config.tracking_uri
                 else store.tracking(config.experiment))
     state_path = out / "job.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    state = read_job_state(state_path, say)
 
     dataset = load_data(config.data, out, seed=config.seed)
     say(f"[data] {len(dataset.classes)} classes, {len(dataset.train)} train / {len(dataset.val)} val videos")
@@ -417,7 +428,7 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
 
     with tracking.run("search_and_train", run_id=state.get("parent_run_id"), system_metrics=True) as parent:
         state["parent_run_id"] = parent.info.run_id
-        state_path.write_text(json.dumps(state))
+        write_json(state_path, state)
         mlflow = tracking.client()
         if not state.get("params_logged"):
             b = config.request.budget
@@ -430,7 +441,7 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
                                "budget_gflops": b.flops / 1e9 if b.flops else "none"})
             log_dict_json(mlflow, config.to_dict(), "job_config.json")
             state["params_logged"] = True
-            state_path.write_text(json.dumps(state))
+            write_json(state_path, state)
         child = tracking.child(parent.info.run_id)
 
         # 1. search (any strategy) -> 2. candidates -> 3. training and multi-view evaluation

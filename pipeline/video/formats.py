@@ -228,6 +228,10 @@ def _read_path_label_csv(path: Path) -> list[dict[str, str]]:
     header = [c.strip().lower() for c in rows[0]]
     if {"path", "label"} <= set(header):
         return [dict(zip(header, (c.strip() for c in r))) for r in rows[1:] if r]
+    if set(header) & {"path", "label", "split"}:  # a header, without one of the columns that are needed
+        missing = [c for c in ("path", "label") if c not in header]
+        raise DatasetError(f"{path}: the header ({','.join(header)}) has no {' or '.join(repr(c) for c in missing)} "
+                           f"column; expected 'path,label[,split]'")
     if len(header) >= 2:  # no header: path,label[,split]
         keys = ["path", "label", "split"][:len(header)]
         return [dict(zip(keys, (c.strip() for c in r))) for r in rows if r]

@@ -40,10 +40,11 @@ import os
 import shutil
 import time
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import av
 import numpy as np
@@ -351,6 +352,60 @@ def prepare_video(source: str, output: str, *, settings: PrepareSettings = Prepa
     return record
 
 
+HARD_GRACE_S = 30.0  # past the timeout the per-frame checks enforce, the child process is killed
+
+
+def run_bounded(fn: Callable, args: tuple, timeout: float) -> tuple[str, Any]:
+    """``fn(*args)`` in a child process (forkserver: a clean process, never a fork of a threaded Ray worker)
+    killed after ``timeout`` seconds of wall clock: ("ok", result), ("timeout", None) or ("crash", exit code).
+    Bounds what Python's own checks cannot: an FFmpeg call that never returns."""
+    import multiprocessing  # noqa: PLC0415
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if receive.poll(timeout):
+            try:
+                return "ok", receive.recv()
+            except EOFError:  # the child died without an answer
+                proc.join(5)
+                return "crash", proc.exitcode
+        return "timeout", None
+    finally:
+        receive.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
+def _child(send: Any, fn: Callable, args: tuple) -> None:
+    send.send(fn(*args))
+    send.close()
+
+
+def _prepare_plain(source: str, output: str, settings: dict) -> dict:
+    return prepare_video(source, output, settings=PrepareSettings(**settings))
+
+
+def prepare_video_bounded(source: str, output: str, *, settings: PrepareSettings = PrepareSettings()) -> dict:
+    """:func:`prepare_video` with a hard wall-clock bound: ``settings.timeout`` plus :data:`HARD_GRACE_S`, after
+    which the file's process is killed and the file marked failed ("timeout")."""
+    limit = settings.timeout + HARD_GRACE_S
+    status, value = run_bounded(_prepare_plain, (source, output, asdict(settings)), limit)
+    if status == "ok":
+        return value
+    Path(output + ".part").unlink(missing_ok=True)
+    reason = (f"timeout: killed after {limit:g} s (the encoder or decoder hung)" if status == "timeout"
+              else f"the file's process died (exit code {value})")
+    return {"source": source, "status": "failed", "kind": "timeout" if status == "timeout" else "crash",
+            "reason": reason, "bytes_in": _size(source), "bytes_out": None, "frames_in": None, "frames_out": None,
+            "seconds": limit if status == "timeout" else None, "cpu_seconds": None}
+
+
 def _size(path: str) -> int | None:
     try:
         return os.path.getsize(path)
@@ -386,9 +441,10 @@ def plan(ds: VideoDataset) -> list[dict]:
 
     folder: ``{train,val}/<class>/<path below the class folder>``; ssv2: the same relative path
     (``<id>.webm``); others: the path relative to the dataset's folder (outside it: ``external/``).
-    The suffix becomes .mp4 (ssv2 keeps .webm).
+    The suffix becomes .mp4 (ssv2 keeps .webm); files whose names differ only in their extension (``a.avi``,
+    ``a.webm``) keep it before the new one (``a.avi.mp4``, ``a.webm.mp4``).
     """
-    base, rows, seen = _base(ds), [], {}
+    base, rows = _base(ds), []
     suffix = ".webm" if ds.format == "ssv2" else ".mp4"
     for split, items in (("train", ds.train), ("val", ds.val)):
         for item in items:
@@ -400,11 +456,16 @@ def plan(ds: VideoDataset) -> list[dict]:
                 rel = Path(split, cls, *parts[k + 1:])
             elif rel.parts[0] == "..":
                 rel = Path("external", hashlib.sha1(item.path.encode()).hexdigest()[:10], rel.name)
-            out = rel.with_suffix(suffix).as_posix()
-            if out in seen:
-                raise DatasetError(f"{item.path} and {seen[out]} would both be written to {out}")
-            seen[out] = item.path
-            rows.append({"source": item.path, "output": out, "label": item.label, "split": split})
+            rows.append({"source": item.path, "output": rel, "label": item.label, "split": split})
+    stems = Counter(r["output"].with_suffix(suffix) for r in rows)
+    seen: dict[str, str] = {}
+    for r in rows:
+        rel = r["output"]
+        out = (rel.with_suffix(suffix) if stems[rel.with_suffix(suffix)] == 1 else rel.with_name(rel.name + suffix))
+        r["output"] = out.as_posix()
+        if r["output"] in seen:
+            raise DatasetError(f"{r['source']} and {seen[r['output']]} would both be written to {r['output']}")
+        seen[r["output"]] = r["source"]
     return rows
 
 
@@ -472,14 +533,20 @@ def _save_record(dst: Path, record: dict) -> None:
     _write_text(_record_path(dst, record["source"]), json.dumps(record))
 
 
-def _load_records(dst: Path) -> dict[str, dict]:
-    out = {}
+def _load_records(dst: Path, say: Callable[[str], None] = print) -> dict[str, dict]:
+    """The records of earlier runs; a corrupt one is set aside (``*.corrupt-<time>``) and its file redone."""
+    from e3d.statefile import set_aside  # noqa: PLC0415
+
+    out, bad = {}, []
     for path in sorted((dst / RECORDS_DIR).glob("*.json")):
         try:
             record = json.loads(path.read_text())
             out[record["source"]] = record
-        except (OSError, ValueError, KeyError):
-            continue  # unreadable: the file is redone
+        except (ValueError, KeyError, TypeError):
+            bad.append(set_aside(path))
+    if bad:
+        say(f"{len(bad)} corrupt record(s) under {dst / RECORDS_DIR} set aside (e.g. {bad[0].name}); their videos "
+            f"are prepared again")
     return out
 
 
@@ -505,7 +572,7 @@ def _is_done(row: dict, record: dict | None, dst: Path, settings: PrepareSetting
 def _prepare_row(row: dict, *, dst: str, settings: dict) -> dict:
     """Ray Data task body: prepare one file, record it; the record travels back as one JSON column."""
     s = PrepareSettings(**settings)
-    record = prepare_video(row["source"], str(Path(dst, row["output"])), settings=s)
+    record = prepare_video_bounded(row["source"], str(Path(dst, row["output"])), settings=s)
     record.update(row, settings=s.identity(), **_source_id(row["source"]))
     _save_record(Path(dst), record)
     return {"record": json.dumps(record)}
@@ -516,11 +583,13 @@ def _prepare_row(row: dict, *, dst: str, settings: dict) -> dict:
 def prepare_dataset(src: str | os.PathLike, dst: str | os.PathLike, *, format: str | None = None,
                     settings: PrepareSettings = PrepareSettings(), split: int = 1, val_fraction: float = 0.2,
                     seed: int = 0, retry_failed: bool = False, num_cpus: float = 1.0,
-                    progress: Callable[[str], None] | None = print) -> dict:
+                    progress: Callable[[str], None] | None = print,
+                    start_ray: Callable[[], Any] | None = None) -> dict:
     """Prepare every video of ``src`` into ``dst`` on Ray Data; returns the summary (also in prepare.json).
 
     ``format``/``split``/``val_fraction``/``seed`` read the source as ``formats.load_dataset``.
-    Uses the running Ray session or starts a local one. ``progress`` gets one line per file.
+    Uses the running Ray session or starts one (``start_ray``, e.g. the jobs' quiet ``init_ray``; default a local
+    Ray) when there are files to prepare. ``progress`` gets one line per file.
     Raises ``formats.DatasetError`` / ValueError for an unreadable source or bad paths, before any work.
     """
     check_paths(src, dst)
@@ -528,16 +597,21 @@ def prepare_dataset(src: str | os.PathLike, dst: str | os.PathLike, *, format: s
     rows = plan(ds)
     dst = Path(os.path.abspath(dst))
     say = progress or (lambda _: None)
-    records = _load_records(dst)
+    records = _load_records(dst, say)
     todo = [r for r in rows if not _is_done(r, records.get(r["source"]), dst, settings, retry_failed)]
     say(f"{len(rows)} videos ({ds.format}, {len(ds.classes)} classes): {len(rows) - len(todo)} already done, "
         f"{len(todo)} to prepare")
+    if todo:  # outputs are about the sources' size (docs/video.md: 0.5-0.6x at 256 short side)
+        from pipeline.faults import check_free_space  # noqa: PLC0415
+
+        check_free_space(dst, sum(_size(r["source"]) or 0 for r in todo) + 16e6, f"preparing {len(todo)} videos",
+                         say=say)
     for r in todo:  # a file whose output moves (e.g. another split seed): drop the old output
         old = records.get(r["source"], {}).get("output")
         if old and old != r["output"]:
             (dst / old).unlink(missing_ok=True)
     start = time.perf_counter()
-    records.update(_run(todo, dst, settings, num_cpus, say) if todo else {})
+    records.update(_run(todo, dst, settings, num_cpus, say, start_ray) if todo else {})
     wall = time.perf_counter() - start
     current = [records[r["source"]] | r for r in rows]
     _remove_stale(dst, {r["source"] for r in rows}, records)
@@ -552,14 +626,14 @@ def prepare_dataset(src: str | os.PathLike, dst: str | os.PathLike, *, format: s
 
 
 def _run(todo: list[dict], dst: Path, settings: PrepareSettings, num_cpus: float,
-         say: Callable[[str], None]) -> dict[str, dict]:
+         say: Callable[[str], None], start_ray: Callable[[], Any] | None = None) -> dict[str, dict]:
     """One Ray Data task per file; returns the records by source (crashed tasks get a failed record)."""
     import ray
 
     started = not ray.is_initialized()
     if started:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(include_dashboard=False)
+        start_ray() if start_ray is not None else ray.init(include_dashboard=False)
     ctx = ray.data.DataContext.get_current()
     saved = ctx.enable_progress_bars, ctx.max_errored_blocks
     ctx.enable_progress_bars, ctx.max_errored_blocks = False, -1  # our own progress; a crashed task is one file
@@ -616,7 +690,7 @@ def _write_manifest(path: Path, records: list[dict]) -> None:
 
     table = pa.Table.from_pylist([{k: r.get(k) for k in _MANIFEST_COLUMNS} for r in records])
     tmp = path.with_name(path.name + ".part")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, write_page_checksum=True)
     os.replace(tmp, path)
 
 
@@ -624,7 +698,11 @@ def read_manifest(dst: str | os.PathLike) -> list[dict]:
     """The manifest of a prepared dataset as a list of records."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(Path(dst) / MANIFEST).to_pylist()
+    path = Path(dst) / MANIFEST
+    try:
+        return pq.read_table(path, page_checksum_verification=True).to_pylist()
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError; FileNotFoundError an OSError
+        raise DatasetError(f"{path}: unreadable manifest ({exc}); rerun jobs/prepare_data.py to rewrite it") from None
 
 
 def compare_datasets(src: VideoDataset, dst: VideoDataset, records: list[dict], root: Path) -> list[str]:
