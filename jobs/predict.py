@@ -12,7 +12,8 @@ evaluation), the network runs on an actor pool (--actors, --gpus-per-actor, --ba
 softmax is averaged per video. Output under --out: predictions.parquet (path, top1, topk, probs, label and
 label_rank where the data has labels, error, optionally logits), metrics.json (top-1/top-5, undecodable files,
 throughput) and confusion.png where the data has labels. A killed run resumes: rerun the same command and the
-blocks already written (parts/) are not redone. On a cluster (--address auto) the same command spreads over
+blocks already written (parts/) are not redone (a full disk ends the run with one line and exit status 28: free
+some space and rerun). On a cluster (--address auto) the same command spreads over
 its nodes. Every option is checked before any work (exit 2 and a line naming it).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from e3d.options import Parser, positive_float, positive_int  # noqa: E402
+from pipeline.faults import check_free_space, exits_on_out_of_space  # noqa: E402
 from pipeline.options import add_ray_options, check_out, init_ray  # noqa: E402
 
 
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@exits_on_out_of_space
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             print(f"[predict] note: {len(unknown)} of the data's classes are not the network's "
                   f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}): their videos are not scored")
+    # a Parquet row per video: its path, top-k names and probabilities (and logits): a few hundred bytes to a few kB
+    check_free_space(out, len(videos.paths) * (2e3 + (8 * len(pre.labels) if args.logits else 0)) + 1e6,
+                     "the predictions")
     print(f"[predict] {found.kind} {found.path} ({found.card.name or found.model.spec.name}, "
           f"{len(pre.labels)} classes)")
 
