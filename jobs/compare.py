@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(repeatable; values as JSON)")
     g.add_argument("--bootstrap", type=positive_int, default=10_000, help="bootstrap draws (default 10000)")
     g.add_argument("--no-estimate", action="store_true", help="skip the timed steps of the plan's estimate")
+    g.add_argument("--latency-table", metavar="PATH", help="a latency table (`e3d latency --measure` writes them): "
+                                                          "each network's predicted latency in the results")
     add_data_options(p, DEMO)
     add_training_options(p)
     add_tracking_options(p, experiment="e3d-compare", models=False)
@@ -107,7 +109,14 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
                            eval_clips=args.eval_clips or 2, eval_crops=args.eval_crops,
                            max_concurrent=args.max_concurrent, workers=args.workers, data_cpus=args.data_cpus,
                            max_failures=args.max_failures, tracking_uri=args.tracking_uri, experiment=args.experiment,
-                           n_boot=args.bootstrap)
+                           n_boot=args.bootstrap, latency_table=args.latency_table)
+    if args.latency_table:
+        from pipeline.compare.run import latency_predictor  # noqa: PLC0415
+
+        try:
+            latency_predictor(args.latency_table)
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"argument --latency-table: {exc}")
     num_classes = len(dataset.classes) if dataset is not None else DEMO_DATA["num_classes"]
     settings = config.search_settings(num_classes)
     for arm in arms:  # every arm's request checked by its strategy before any work

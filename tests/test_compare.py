@@ -116,13 +116,23 @@ def comparison(tmp_path_factory, ray_cluster):
     from pipeline.video.clip import ClipConfig
 
     out = tmp_path_factory.mktemp("compare")
+    from e3d import zoo
+    from e3d.latency import LatencyTable, Measurer
+
+    from e3d.strategy import SearchRequest, get_strategy
+
+    latency = LatencyTable(measurer=Measurer(threads=1, warmup=0, runs=1), path=out.parent / "latency.json")
+    sample = SearchRequest(budget=Budget(flops=0.03e9, layers=41), clip=Clip(8, 40), score="flops",
+                           options={"samples": 6})
+    for spec in [zoo.get("E3D-init-S").with_input(8, 40)] + [c.spec for c in get_strategy("random").search(sample).candidates]:
+        latency.fill(spec)  # a real (tiny) table; blocks it lacks are estimated by its per-op model
     config = CompareConfig(
         arms=(parse_arm("evolution:stentr"), parse_arm("random")), out_dir=str(out),
         data=DataConfig(synthetic={"num_classes": 2, "clips_per_class": 6, "frames": 16, "size": 48}),
         clip=ClipConfig(frames=8, size=40, sampling_rate=2, train_scale=(40, 46), hflip=False),
         recipe=Recipe.paper("sthsth").scaled(epochs=1, lr=0.02, batch_size=4, init="torch"),
         budget=Budget(flops=0.03e9, layers=41), iterations=300, population=16, seeds=2, eval_clips=1,
-        n_boot=500)
+        n_boot=500, latency_table=str(latency.path))
     result = run_comparison(config, verbose=False)
     return config, result, out
 
@@ -136,12 +146,14 @@ def test_comparison_writes_every_output(comparison):
                             "search_wall_s", "train_s", "val_top1", "mv_top1"}
     for r in rows:
         assert float(r["gflops"]) <= 0.03 * 1.0001 and 0 <= float(r["mv_top1"]) <= 100 and not r["error"]
+        assert float(r["latency_ms"]) > 0
     assert float(rows[0]["search_cpu_s"]) > 0 and rows[2]["score"] == ""
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"evolution:stentr", "random"}
     evo = summary["evolution:stentr"]
     assert evo["n"] == 2 and evo["mv_top1_ci"][0] <= evo["mv_top1_mean"] <= evo["mv_top1_ci"][1]
     assert set(evo["vs_random"]) >= {"delta", "ci", "p_better"} and summary["random"]["vs_random"] is None
+    assert evo["latency_ms_mean"] > 0 and evo["search_cpu_s_mean"] > 0
     # the mean over seeds is the mean of the networks' own multi-view accuracies (same videos for all)
     assert evo["mv_top1_mean"] == pytest.approx(np.mean([float(r["mv_top1"]) for r in rows[:2]]))
     table = (out / "table.md").read_text()

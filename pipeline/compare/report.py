@@ -20,7 +20,7 @@ from e3d.stats import bootstrap_mean, paired_bootstrap
 from .arms import BASELINE
 
 RESULT_COLUMNS = ("arm", "strategy", "score", "seed", "name", "gflops", "mparams", "search_cpu_s", "search_wall_s",
-                  "train_s", "val_top1", "mv_top1", "epochs", "error")
+                  "train_s", "val_top1", "mv_top1", "latency_ms", "epochs", "error")
 
 
 @dataclass
@@ -72,7 +72,8 @@ def summarize(networks: Sequence[Any], arms: Sequence[str], *, n_boot: int = 10_
                                "search_wall_s_mean": _mean([n.search_wall_s for n in ok]),
                                "train_s_mean": _mean([n.train_s for n in ok]),
                                "train_cpu_s_mean": _mean([n.train_cpu_s for n in ok]),
-                               "val_top1_mean": _mean([n.val_top1 for n in ok]), "vs_random": None}
+                               "val_top1_mean": _mean([n.val_top1 for n in ok]),
+                               "latency_ms_mean": _mean([n.latency_ms for n in ok]), "vs_random": None}
         if len(seeds) and len(videos):
             mean, ci = bootstrap_mean(m, n_boot=n_boot, seed=seed)
             row["mv_top1_mean"], row["mv_top1_ci"] = 100 * mean, [100 * ci[0], 100 * ci[1]]

@@ -62,6 +62,7 @@ class CompareConfig:
     tracking_uri: str | None = None
     experiment: str = "e3d-compare"
     n_boot: int = 10_000
+    latency_table: str | None = None  # a latency table file (`e3d latency`): each network's predicted latency
 
     def seeds_of(self, arm: Arm) -> list[int]:
         """Seeds 0..n-1: ``seeds`` for the arms with a training-free search, ``training_seeds`` for the rest (the
@@ -81,7 +82,7 @@ class CompareConfig:
                 "recipe": self.recipe.to_dict() if self.recipe is not None else None,
                 "budget": self.budget.to_dict(), "iterations": self.iterations, "population": self.population,
                 "options": self.options, "seeds": self.seeds, "training_seeds": self.training_seeds,
-                "eval": [self.eval_clips, self.eval_crops]}
+                "eval": [self.eval_clips, self.eval_crops], "latency_table": self.latency_table}
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Network:
     train_cpu_s: float = math.nan
     val_top1: float = math.nan
     mv_top1: float = math.nan
+    latency_ms: float | None = None
     epochs: int = 0
     spec: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, list[int]] | None = None
@@ -257,13 +259,14 @@ def run_trainings(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tr
     """Train the plan's networks, one seed at a time (that seed's data order and init for all of them)."""
     from pipeline.train import plan_resources, train_candidates  # noqa: PLC0415
 
+    latency = latency_predictor(config.latency_table)
     for seed in sorted({s for _, s in plan.trainings}):
         arms = [a for a, s in plan.trainings if s == seed]
         chosen = [(a, *winner(config, out, a, seed)) for a in arms]
         specs = [spec for _, spec, _ in chosen]
         say(f"[train] seed {seed}: " + ", ".join(f"{s.name} ({_gflops(s):.4f} GFLOPs)" for s in specs))
         resources = plan_resources(len(specs), max_concurrent=config.max_concurrent, workers=config.workers,
-                                   data_cpus=config.data_cpus, train_resource=None)
+                                   data_cpus=config.data_cpus)
         results = train_candidates(specs, dataset, clip=config.clip, recipe=config.recipe, tracking=tracking,
                                    out_dir=out / "train", eval_clips=config.eval_clips, eval_crops=config.eval_crops,
                                    plan=resources, max_failures=config.max_failures, seed=seed, log_model=False)
@@ -276,6 +279,7 @@ def run_trainings(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tr
                           search_wall_s=float(outcome.wall_s) if outcome is not None else 0.0,
                           train_s=result.train_time_s, train_cpu_s=result.train_time_s * cpus,
                           val_top1=result.val_top1, mv_top1=result.mv_top1, epochs=result.epochs,
+                          latency_ms=_predict(latency, spec),
                           spec=spec.to_dict(), predictions=result.mv_predictions,
                           mlflow_run_id=result.mlflow_run_id, error=result.error)
             if result.ok and result.mv_predictions is None:
@@ -283,6 +287,27 @@ def run_trainings(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tr
             _write_network(out, net)
             if not net.ok:
                 say(f"[train] {net.name}: FAILED: {net.error}")
+
+
+def latency_predictor(path: str | None) -> Callable[[ArchSpec], float] | None:
+    """A spec -> predicted milliseconds function from a latency table file (blocks it lacks are estimated by its
+    per-op model, never measured here: the table's device may be another machine); None without a file."""
+    if not path:
+        return None
+    from e3d.latency import LatencyTable  # noqa: PLC0415
+
+    return LatencyTable.load(path, on_missing="estimate").predict
+
+
+def _predict(latency: Callable[[ArchSpec], float] | None, spec: ArchSpec) -> float | None:
+    """The predicted latency, or None (no table, or the table cannot predict this spec: said, never fatal)."""
+    if latency is None:
+        return None
+    try:
+        return float(latency(spec))
+    except (ValueError, KeyError) as exc:
+        print(f"[compare] no latency for {spec.name}: {exc}")
+        return None
 
 
 def _gflops(spec: ArchSpec) -> float:
