@@ -81,8 +81,14 @@ class Score:
 
     @property
     def function(self) -> Callable[..., float]:
-        """The score's function (imports its module the first time for a declared score)."""
-        return resolve(self.fn) if isinstance(self.fn, str) else self.fn
+        """The score's function (imports its module the first time for a declared score); a module that cannot
+        be imported (e.g. no torch in this install) raises ``ValueError`` naming the score."""
+        if not isinstance(self.fn, str):
+            return self.fn
+        try:
+            return resolve(self.fn)
+        except ImportError as exc:
+            raise ValueError(f"score {self.name!r} cannot be loaded from {self.fn}: {exc}") from exc
 
     def __call__(self, spec: ArchSpec, *, seed: int = 0, batch: Any = None) -> float:
         """One evaluation (the analytic ones ignore ``seed`` and ``batch``)."""

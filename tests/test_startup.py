@@ -62,3 +62,21 @@ def test_scores_listed_and_looked_up_without_torch():
             "assert 'torch' in sys.modules and value == value\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_declared_score_without_its_imports_is_one_clear_error():
+    """An install without torch still lists the forward scores; running one says which import is missing."""
+    code = ("import sys\n"
+            "sys.modules['torch'] = None\n"
+            "from e3d import zoo\n"
+            "from e3d.scores import get_score, score_names\n"
+            "assert 'zen' in score_names()\n"
+            "spec = zoo.make('tiny', (2, 16, None), [((1, 3, 3), 8, 16, 1, 2)], stem=8, head=16)\n"
+            "try:\n"
+            "    get_score('zen')(spec)\n"
+            "except ValueError as exc:\n"
+            "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("score 'zen' cannot be loaded from e3d.proxies:zen:"), done.stdout
+    assert "torch" in done.stdout
