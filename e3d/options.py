@@ -57,7 +57,7 @@ def typed_option(parser: argparse.ArgumentParser, option: str) -> str:
 
 def clip_option(parser: argparse.ArgumentParser, message: str) -> str:
     """The clip option a clip error is about (``--frames``, ``--size`` or both), as typed."""
-    which = [o for o, words in (("--frames", ("input frames",)), ("--size", ("input.size", "input size")))
+    which = [o for o, words in (("--frames", ("input frames",)), ("--size", ("input.size",)))
              if any(w in message for w in words)]
     return "/".join(typed_option(parser, o) for o in (which or ["--frames", "--size"]))
 
