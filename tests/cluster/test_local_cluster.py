@@ -84,7 +84,8 @@ def test_ray_up_submit_down_over_loopback(local_cluster):
     assert JOB.exists(), f"{JOB} missing"
     out = Path(sh("outdir", timeout=30).stdout.strip().splitlines()[-1])
     t0 = time.monotonic()
-    job = sh("submit", str(JOB), "--quick", "--out", str(out), timeout=1900)
+    # --verbose: the job's console shows Ray's own log lines (quiet by default), "Connecting to existing ..." among them
+    job = sh("submit", str(JOB), "--quick", "--verbose", "--out", str(out), timeout=1900)
     elapsed = time.monotonic() - t0
     log, rc = job.stdout, job.returncode
     if out.exists():
