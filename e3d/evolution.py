@@ -186,7 +186,8 @@ class ChunkStats:
         return asdict(self) | {"evaluations": self.evaluations, "acceptance_rate": self.acceptance_rate}
 
 
-_COUNTERS = ("accepted", "worse", "duplicates", "over_budget", "over_layers", "invalid")
+# what can happen to one iteration's mutant (ChunkStats counts each; the iterations are their sum)
+OUTCOMES = ("accepted", "worse", "duplicates", "over_budget", "over_layers", "invalid")
 
 
 class Evolution:
@@ -210,7 +211,7 @@ class Evolution:
         self._heap: list[tuple[float, int, Genome]] = []  # (score, seq): the worst on top
         self._seq = 0
         self.iterations = 0
-        self.totals = {name: 0 for name in _COUNTERS}
+        self.totals = {name: 0 for name in OUTCOMES}
         for spec in specs:
             genome = self.space.encode(spec)
             if genome in self._index:
@@ -317,7 +318,7 @@ class Evolution:
                 self._insert(child, score, flops, params, layers)
                 if len(genomes) > size:
                     self._remove_worst()
-        counts = dict(zip(_COUNTERS, (accepted, worse, duplicates, over_budget, over_layers, invalid)))
+        counts = dict(zip(OUTCOMES, (accepted, worse, duplicates, over_budget, over_layers, invalid)))
         for name, value in counts.items():
             self.totals[name] += value
         self.iterations += iterations
@@ -349,7 +350,7 @@ class Evolution:
 
     def inject(self, specs: Iterable[ArchSpec | Individual]) -> ChunkStats:
         """Migration in: offer each spec like a mutant (limits, uniqueness, worst-out); RNG untouched."""
-        counts = dict.fromkeys(_COUNTERS, 0)
+        counts = dict.fromkeys(OUTCOMES, 0)
         for s in specs:
             genome = s.genome if isinstance(s, Individual) else self.space.encode(s)
             self._offer(genome, counts)
@@ -392,26 +393,6 @@ class Evolution:
         self._rng = random.Random()
         self._rng.setstate((version, tuple(internal), gauss))
         return self
-
-
-def top_k_distinct(population: Sequence[Individual], k: int,
-                   signature: Callable[[Individual], Any] | None = None) -> list[Individual]:
-    """The ``k`` best members whose ``signature`` differs pairwise (default: kernels and depths per stage).
-
-    Greedy, best first: a member is taken unless one already taken has the same signature. Use it to pick
-    structurally different candidates to train rather than ``k`` width variants of the best one.
-    """
-    signature = signature or (lambda ind: tuple((g[0], g[1], g[4]) for g in ind.genome[1]))
-    seen: set = set()
-    out: list[Individual] = []
-    for ind in sorted(population, key=lambda i: (-i.score, i.seq)):
-        sig = signature(ind)
-        if sig not in seen:
-            seen.add(sig)
-            out.append(ind)
-            if len(out) == k:
-                break
-    return out
 
 
 @dataclass

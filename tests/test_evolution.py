@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from e3d import zoo
 from e3d.cost import cost
-from e3d.evolution import PRESETS, ChunkStats, Evolution, SearchConfig, search, top_k_distinct
+from e3d.evolution import PRESETS, ChunkStats, Evolution, SearchConfig, search
 from e3d.progress import Progress
 from e3d.scores import homoentr, stentr
 from e3d.search_cli import main as cli_main
@@ -183,19 +183,6 @@ def test_initial_population_is_trimmed_and_deduplicated():
     specs = [zoo.initial_structure("S"), zoo.get("E3D-S"), zoo.get("E3D-S")]
     evo = Evolution(small(population_size=1), specs)
     assert len(evo) == 1 and evo.best().genome == evo.space.encode(zoo.get("E3D-S"))
-
-
-def test_top_k_distinct_picks_structurally_different_members():
-    evo = Evolution(small(), zoo.initial_structure("S"))
-    evo.run(3000)
-    pop = evo.population
-    picked = top_k_distinct(pop, 5)
-    assert len(picked) == 5 and picked[0].genome == pop[0].genome
-    sigs = [tuple((g[0], g[1], g[4]) for g in i.genome[1]) for i in picked]
-    assert len(set(sigs)) == 5
-    assert [i.score for i in picked] == sorted((i.score for i in picked), reverse=True)
-    by_head = top_k_distinct(pop, 100, signature=lambda i: i.genome[2])
-    assert len({i.genome[2] for i in by_head}) == len(by_head)
 
 
 def test_config_round_trips_and_checks_its_fields():

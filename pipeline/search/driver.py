@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from e3d.evolution import _COUNTERS as OUTCOMES  # ChunkStats' outcome counters: iterations = their sum
+from e3d.evolution import OUTCOMES  # ChunkStats' outcome counters: iterations = their sum
 from e3d.evolution import ChunkStats, Evolution, Individual, SearchConfig, run_name
 from e3d.space import SearchSpace
 from e3d.spec import ArchSpec
