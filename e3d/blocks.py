@@ -63,10 +63,17 @@ class StridedAvgPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] >= 3 and x.shape[-2] >= 3:
             return self.pool(x)
-        pad = (1, 1, 1, 1)
-        total = F.avg_pool3d(F.pad(x, pad), (1, 3, 3), stride=self.stride)
-        covered = F.avg_pool3d(F.pad(torch.ones_like(x[:1, :1]), pad), (1, 3, 3), stride=self.stride)
-        return total / covered
+        return strided_avg_pool(x, self.stride)
+
+
+def strided_avg_pool(x: torch.Tensor, stride: Triple) -> torch.Tensor:
+    """:class:`StridedAvgPool` as a function (any map size): ``(B, C, T, H, W) -> (B, C, T, ceil(H/s), ceil(W/s))``."""
+    if x.shape[-1] >= 3 and x.shape[-2] >= 3:
+        return F.avg_pool3d(x, (1, 3, 3), stride, (0, 1, 1), count_include_pad=False)
+    pad = (1, 1, 1, 1)
+    total = F.avg_pool3d(F.pad(x, pad), (1, 3, 3), stride=stride)
+    covered = F.avg_pool3d(F.pad(torch.ones_like(x[:1, :1]), pad), (1, 3, 3), stride=stride)
+    return total / covered
 
 
 def create_shortcut(cin: int, cout: int, stride: Triple) -> nn.Module:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from e3d import zoo
-from e3d.blocks import StridedAvgPool
+from e3d.blocks import StridedAvgPool, strided_avg_pool
 from e3d.cost import ceil_div, cost, se_width
 from e3d.families import family_names, get_family
 from e3d.families.e3d import InvertedBottleneckFamily
@@ -100,6 +100,7 @@ def test_stride_only_shortcut_on_any_map(size, stride):
     y = StridedAvgPool((1, stride, stride))(x)
     out = ceil_div(size, stride)
     assert y.shape == (2, 3, 2, out, out)
+    assert torch.equal(strided_avg_pool(x, (1, stride, stride)), y)  # the form the PARSEC supernet calls
     for i in range(out):
         for j in range(out):
             rows = slice(max(i * stride - 1, 0), i * stride + 2)

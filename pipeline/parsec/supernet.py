@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from e3d.blocks import Classifier, conv_bn
+from e3d.blocks import Classifier, conv_bn, strided_avg_pool
 from e3d.cost import has_se, se_width
 from e3d.families.twostream import TCONV_KERNEL, view
 from e3d.spec import ArchSpec, StageSpec
@@ -90,7 +90,7 @@ class SlicedBlock(nn.Module):
         if cin != out:
             shortcut = self.shortcut_bn(pointwise(self.shortcut, x, out, stride))
         elif stride != (1, 1, 1):
-            shortcut = F.avg_pool3d(x, (1, 3, 3), stride, (0, 1, 1), count_include_pad=False)
+            shortcut = strided_avg_pool(x, stride)  # any map size, also under 3x3
         else:
             shortcut = x
         return y + shortcut
