@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import re
 import shutil
@@ -37,7 +38,10 @@ class OutOfSpace(OSError):
 
 def out_of_space(exc: BaseException | str | None) -> OutOfSpace | None:
     """The out-of-space fault behind ``exc`` (an exception with its causes and Ray's wrapped worker errors, or
-    an error's text as Ray and Tune pass it on), else None."""
+    an error's text as Ray and Tune pass it on), else None. When several are chained (MLflow failing to mark a
+    run FAILED while a checkpoint write failed), the first one raised as :class:`OutOfSpace`, else one that
+    names its path, is the one reported."""
+    found: list[OutOfSpace] = []
     seen: set[int] = set()
     stack: list[Any] = [exc]
     while stack:
@@ -48,18 +52,16 @@ def out_of_space(exc: BaseException | str | None) -> OutOfSpace | None:
         if isinstance(e, OutOfSpace):
             return e
         if isinstance(e, OSError) and e.errno in NO_SPACE_ERRNOS:
-            return OutOfSpace(e.filename, os.strerror(e.errno).lower())
-        text = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
-        match = _TEXT.search(text)
-        if match:
-            path = _PATH.search(text)
+            found.append(OutOfSpace(e.filename, os.strerror(e.errno).lower()))
+        elif (match := _TEXT.search(e if isinstance(e, str) else f"{type(e).__name__}: {e}")) is not None:
+            path = _PATH.search(e if isinstance(e, str) else str(e))
             detail = "database or disk is full (the MLflow store)" if "database or disk" in match.group(0) \
                 else ("disk quota exceeded" if "quota" in match.group(0).lower() or "122" in match.group(0)
                       else "no space left on device")
-            return OutOfSpace(path.group(1) if path else None, detail)
+            found.append(OutOfSpace(path.group(1) if path else None, detail))
         if isinstance(e, BaseException):
             stack += [e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "orig", None)]
-    return None
+    return next((f for f in found if f.path), found[0] if found else None)
 
 
 def free_bytes(path: str | os.PathLike) -> int | None:
@@ -113,6 +115,11 @@ def exits_on_out_of_space(main: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def run(*args: Any, **kwargs: Any) -> int:
+        quiet = _QuietWhenFull()
+        handlers = [logging.getLogger(name) for name in _NOISY] + [
+            h for name in ("", "mlflow") for h in logging.getLogger(name).handlers]
+        for h in handlers:
+            h.addFilter(quiet)
         try:
             return main(*args, **kwargs)
         except (SystemExit, KeyboardInterrupt):
@@ -123,8 +130,26 @@ def exits_on_out_of_space(main: Callable[..., int]) -> Callable[..., int]:
                 raise
             print(message(fault), file=sys.stderr, flush=True)
             return OUT_OF_SPACE_EXIT
+        finally:
+            for h in handlers:
+                h.removeFilter(quiet)
 
     return run
+
+
+# the loggers (by name: MLflow may not be imported yet) that log each failed write with its traceback
+_NOISY = ("mlflow.store.db.utils", "mlflow.system_metrics.system_metrics_monitor", "mlflow.tracking.fluent",
+          "mlflow.utils.async_logging.async_logging_queue", "mlflow.tracking._tracking_service.client")
+
+
+class _QuietWhenFull(logging.Filter):
+    """Drops log records about a full disk (MLflow logs each failed write with its traceback, then fails to
+    mark the run FAILED on the same disk): the job's one line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if out_of_space(record.getMessage()) is not None:
+            return False
+        return not (record.exc_info and out_of_space(record.exc_info[1]) is not None)
 
 
 def raise_if_out_of_space(errors: Any) -> None:
