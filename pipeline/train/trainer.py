@@ -33,7 +33,7 @@ from pyarrow.fs import FileType
 from e3d.cost import cost
 from e3d.spec import ArchSpec
 from e3d.statefile import write_bytes
-from pipeline.faults import out_of_space
+from pipeline.faults import OutOfSpace, out_of_space
 from pipeline.tracking import CandidateRun, candidate_params, spec_params
 
 from .callbacks import LoopCallback
@@ -236,8 +236,9 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
         checkpoint_dir = local.enter_context(fit.checkpoint.as_directory())
         _fill_from_state(result, load_state(checkpoint_dir))
     except Exception as exc:  # one failed candidate must not stop the others
-        if out_of_space(exc) is not None:  # ... but a full disk stops them all: one line, exit 28, rerun resumes
-            raise out_of_space(exc) from exc
+        fault = out_of_space(exc)
+        if fault is not None:  # ... but a full disk stops them all: one line, exit 28, rerun resumes
+            raise OutOfSpace(fault.path or f"{storage_uri}/{run_name}", fault.detail) from exc
         result.wall_time_s = time.perf_counter() - t0
         result.error = f"{type(exc).__name__}: {exc}"
         (folder / "error.txt").write_text(traceback.format_exc())
