@@ -93,6 +93,18 @@ def _interval(top1: float, n: int) -> str:
     return f" (95 % interval {100 * (centre - half):.1f}-{100 * (centre + half):.1f} over {n} videos)"
 
 
+def _budget(budget: dict[str, Any]) -> str:
+    """``{"flops": 3e7, "layers": 41, "params": None}`` -> ``0.03 GFLOPs, 41 layers``."""
+    units = {"flops": (1e9, "GFLOPs"), "params": (1e6, "M params"), "layers": (1, "layers"), "latency_ms": (1, "ms")}
+    parts = []
+    for k, v in budget.items():
+        if v is None:
+            continue
+        scale, unit = units.get(k, (1, k))
+        parts.append(f"{float(v) / scale:g} {unit}" if isinstance(v, (int, float)) else f"{k} {v}")
+    return ", ".join(parts) or "none"
+
+
 def render_card(config: dict[str, Any]) -> str:
     """The whole ``README.md``: front matter and the card in words."""
     spec, pre, c = config["spec"], config["preprocessing"], config.get("cost") or {}
@@ -135,7 +147,7 @@ def render_card(config: dict[str, Any]) -> str:
         for key, label in (("strategy", "search strategy"), ("score", "ranking score"), ("budget", "budget"),
                            ("seed", "seed"), ("candidate", "candidate"), ("search_score", "its score")):
             if prov.get(key) is not None:
-                out.append(f"- {label}: {prov[key] if not isinstance(prov[key], dict) else json.dumps(prov[key])}")
+                out.append(f"- {label}: {_budget(prov[key]) if isinstance(prov[key], dict) else prov[key]}")
     else:
         out.append("- not recorded (exported from a spec or a candidate folder without its search)")
     out += ["", "## Training recipe", ""]
