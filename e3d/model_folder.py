@@ -1,4 +1,5 @@
-"""A trained network as a model folder, the layout model hubs use: ``config.json``, ``model.safetensors``, ``README.md``.
+"""A trained network as a model folder, as model hubs lay them out: ``config.json``, ``model.safetensors``,
+``README.md``.
 
     write_model_folder("best/", model, preprocessing, card=CardInfo(...))   # the folder, from a network in memory
     model, pre = e3d.load("best/")             # the network in eval mode (CPU) and how to feed it

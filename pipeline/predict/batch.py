@@ -404,8 +404,8 @@ def _finish_outputs(out: Path, parts: Path, blocks: int, labels: list[str], labe
         metrics |= accuracy(table.column("label").to_pylist(), table.column("label_rank").to_pylist(),
                             table.column("top1").to_pylist(), labels)
         if metrics.get("scored"):
-            report.confusion = str(plot_confusion(metrics["confusion"], labels, out / CONFUSION_FILE,
-                                                  title=f"top-1 {metrics['top1']:.1f} % over {metrics['scored']} videos"))
+            title = f"top-1 {metrics['top1']:.1f} % over {metrics['scored']} videos"
+            report.confusion = str(plot_confusion(metrics["confusion"], labels, out / CONFUSION_FILE, title=title))
     report.metrics = metrics
     doc = metrics | {"throughput": {k: getattr(report, k) for k in ("videos_now", "wall_s", "cpu_s", "decode_cpu_s",
                                                                     "videos_per_s", "videos_per_cpu_s")},
