@@ -374,3 +374,21 @@ def test_a_hung_encoder_is_killed_at_the_wall_clock_bound(tmp_path):
 
     assert run_bounded(time.sleep, (60,), 0.5) == ("timeout", None)  # an FFmpeg call that never returns
     assert run_bounded(sum, ([1, 2],), 60) == ("ok", 3)
+
+
+def test_prepare_job_console_shows_its_own_lines_only(tmp_path):
+    """Ray Data's INFO and WARNING lines stay in Ray's log files, as for the other jobs (--verbose shows them)."""
+    import subprocess
+    import sys
+
+    from pipeline.video.synthetic import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "src", num_classes=2, clips_per_class=1, frames=8, size=32, seed=0)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, str(ROOT / "jobs" / "prepare_data.py"), str(tmp_path / "src"), "--out",
+                           str(tmp_path / "dst"), "--short-side", "32", "--num-cpus", "1"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 0, done.stderr
+    assert lines[0].startswith("2 videos") and lines[-1] == "labels and splits: preserved"
+    assert not [line for line in lines if " INFO " in line or " WARNING " in line or "Dataset" in line], lines
