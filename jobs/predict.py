@@ -121,12 +121,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(pre.labels)} classes)")
 
     ray = init_ray(args)
-    if not args.verbose:  # importing ray.data (after init_ray quietened its logger) resets that logger's level
-        import logging  # noqa: PLC0415
-
-        import ray.data  # noqa: F401, PLC0415
-
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
     res = ray.cluster_resources()
     if not _autoscaled():
         actors = args.actors or 1

@@ -18,11 +18,9 @@ _LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.air", "ray.serve", 
 
 
 def _quiet_loggers() -> None:
-    for name in _LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    try:
+    try:  # imported first: importing ray.data configures its loggers, which would undo the levels set below
         from ray.data import DataContext
 
         ctx = DataContext.get_current()
@@ -30,6 +28,8 @@ def _quiet_loggers() -> None:
         ctx.print_on_execution_start = False
     except Exception:  # pragma: no cover - Ray Data is part of the required extras
         pass
+    for name in _LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def quiet_worker() -> None:

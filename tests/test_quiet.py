@@ -1,4 +1,6 @@
 """The quiet console: only the project's own lines come through from Ray workers."""
+import logging
+
 from pipeline.quiet import own_lines_only
 
 
@@ -93,3 +95,14 @@ def test_slow_bars_show_seconds_per_item():
     bar.start -= 20.0  # two epochs in 20 s
     bar.update(2)
     assert "10.0 s/epoch" in bar.line() and "0 epoch/s" not in bar.line()
+
+
+def test_quiet_driver_keeps_ray_data_quiet_after_its_import():
+    """Importing ray.data configures its loggers; the quiet console must set the levels after that import."""
+    import subprocess
+    import sys
+
+    code = ("import logging; from pipeline.quiet import quiet_driver; quiet_driver(); import ray.data; "
+            "print(logging.getLogger('ray.data').getEffectiveLevel())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(logging.ERROR)
