@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-fast-decode", dest="fast_decode", action="store_false",
                    help="leave out x264's fastdecode tuning (smaller files, 2-3x slower clip decoding)")
     p.add_argument("--min-psnr", type=_positive(float), default=25.0, help="verification threshold (dB)")
-    p.add_argument("--timeout", type=_positive(float), default=600.0, help="seconds allowed per video (its process is killed 30 s later if FFmpeg hangs)")
+    p.add_argument("--timeout", type=_positive(float), default=600.0,
+                   help="seconds allowed per video (its process is killed 30 s later if FFmpeg hangs)")
     p.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="UCF101 official split")
     p.add_argument("--val-fraction", type=float, default=0.2, help="val share for formats without a split")
     p.add_argument("--seed", type=int, default=0, help="seed of that split")

@@ -13,6 +13,7 @@ checkpointed each epoch; re-running the same command on the same --out resumes: 
 trained again. Outputs in --out: models.csv, correlations.json, table.md, scatter_<proxy>.png,
 scatter.png, tau_vs_epochs.png (and searches.csv); MLflow: a parent run with all of it, one child run per
 model (default store <out>/mlruns). The work is pipeline.proxy_study (see docs/proxy-study.md).
+Exit status 28: the disk is full (one line; free space and rerun: it resumes; docs/faults.md).
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ iterations per island per round (override the choices with --populations, --isla
 whole search reporting its best score after every round; ASHA stops weak trials; every trial is an MLflow
 run under the job's run. Prints the winning settings (and the jobs/search.py command that uses them) and
 saves them to --out/best_settings.json; all trials go to --out/trials.csv. The last line is JSON.
+Exit status 2: a bad option (the line names it); 28: the disk is full (one line; docs/faults.md).
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trial-cpus", type=positive_float, default=1.0, help="CPUs per trial (fractional ok)")
     g.add_argument("--trial-backend", choices=("local", "ray"), default="local",
                    help="'local': a trial steps its islands in its own process; 'ray': actors in its placement group")
-    g.add_argument("--actor-cpus", type=positive_float, default=0.5, help="CPUs per island actor with --trial-backend ray")
+    g.add_argument("--actor-cpus", type=positive_float, default=0.5,
+                   help="CPUs per island actor with --trial-backend ray")
     g.add_argument("--populations", type=_ints, help="population choices, e.g. 64,128,256,512")
     g.add_argument("--islands", type=_ints, help="island count choices, e.g. 1,2,4")
     g.add_argument("--migration-intervals", type=_ints, help="e.g. 1,2,4")

@@ -49,7 +49,8 @@ def test_out_of_space_is_found_in_causes_ray_texts_and_sqlite_errors():
     except RuntimeError as outer:
         assert out_of_space(outer).path == "/deep/file"
     # what Ray Train / Tune pass on: the worker's traceback as text
-    text = "TrainingFailedError: worker 0:\n  ...\nOSError: [Errno 28] No space left on device: '/out/train/r/epoch_0002'"
+    text = ("TrainingFailedError: worker 0:\n  ...\n"
+            "OSError: [Errno 28] No space left on device: '/out/train/r/epoch_0002'")
     assert out_of_space(text).path == "/out/train/r/epoch_0002"
     # MLflow's SQLite store: sqlalchemy wraps sqlite3's error, MLflow wraps sqlalchemy's
     import sqlalchemy.exc

@@ -224,7 +224,8 @@ def save_checkpoint(fs: pafs.FileSystem, root: str, ckpt: Checkpoint) -> str:
             pass
     elif exists(fs, join(cdir, PREVIOUS_FILE)):
         try:
-            keep |= set(_meta_of(pq.read_schema(join(cdir, PREVIOUS_FILE), filesystem=fs), cdir).get("files", {}).values())
+            previous = _meta_of(pq.read_schema(join(cdir, PREVIOUS_FILE), filesystem=fs), cdir)
+            keep |= set(previous.get("files", {}).values())
         except (OSError, ValueError, CheckpointError):
             pass
     write_table_atomic(fs, state_path, _state_table(ckpt, files))
