@@ -393,3 +393,26 @@ def test_prepare_job_console_shows_its_own_lines_only(tmp_path):
     assert done.returncode == 0, done.stderr
     assert lines[0].startswith("2 videos") and lines[-1] == "labels and splits: preserved"
     assert not [line for line in lines if " INFO " in line or " WARNING " in line or "Dataset" in line], lines
+
+
+def test_corrupt_job_study_and_prepare_records_are_set_aside(tmp_path):
+    from pipeline.proxy_study import _read_json
+    from pipeline.search_and_train import read_job_state
+    from pipeline.video.prepare import _load_records
+
+    job = tmp_path / "job.json"
+    write_json(job, {"parent_run_id": "r1"})
+    assert read_job_state(job) == {"parent_run_id": "r1"}
+    job.write_text("")  # emptied by a crash
+    lines: list[str] = []
+    assert read_job_state(job, say=lines.append) == {} and "job.json is corrupt" in lines[0]
+    study = tmp_path / "scores.json"
+    study.write_text('{"E3D-S": {"stentr": 202.8')
+    assert _read_json(study, {}) == {} and list(tmp_path.glob("scores.json.corrupt-*"))
+    records = tmp_path / "dst" / ".prepare" / "records"
+    records.mkdir(parents=True)
+    (records / "good.json").write_text(json.dumps({"source": "/v/a.mp4", "status": "ok"}))
+    (records / "bad.json").write_text('{"source": "/v/b.m')
+    said: list[str] = []
+    assert list(_load_records(tmp_path / "dst", said.append)) == ["/v/a.mp4"]
+    assert "1 corrupt record(s)" in said[0] and list(records.glob("bad.json.corrupt-*"))
