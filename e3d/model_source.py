@@ -10,8 +10,9 @@
   ``train/candidates/*/result.json`` (or ``candidates/*/result.json``).
 - A **candidate folder** (``result.json`` naming the final checkpoint), a Ray Train run or checkpoint folder, or
   a ``state.pt``: the network from the checkpoint (:func:`e3d.export.find_checkpoint`); the clip and sampling
-  rate from its trained spec, the views from the count its evaluation averaged (``clips x 3`` when it divides
-  by 3, else ``clips x 1``), the class names from the nearest ``label_map.json`` above it (``jobs/train.py``
+  rate from its trained spec, the views as ``result.json`` records them (``eval_clips`` x ``eval_crops``; older
+  records: from the count its evaluation averaged, ``clips x 3`` when it divides by 3, else ``clips x 1``), the
+  class names from the nearest ``label_map.json`` above it (``jobs/train.py``
   writes one), the search that found it from the job's ``search/outcome.json``.
 """
 from __future__ import annotations
@@ -143,7 +144,8 @@ def candidate_model(path: Path, *, labels: list[str] | None = None) -> FoundMode
     notes: list[str] = []
     result = _read_json(path / RESULT_FILE) if path.is_dir() and (path / RESULT_FILE).is_file() else {}
     final = state.get("final") or {}
-    views = views_from_count(final.get("mv_views_per_video") or result.get("mv_views_per_video"))
+    views = ((int(result["eval_clips"]), int(result["eval_crops"])) if result.get("eval_clips")
+             else views_from_count(final.get("mv_views_per_video") or result.get("mv_views_per_video")))
     if views is None:
         views = (1, 1)
         notes.append("the evaluation views are not recorded: 1 clip x 1 crop (set --clips/--crops)")

@@ -35,6 +35,8 @@ class CandidateResult:
     mv_videos: int = 0
     mv_views_per_video: float = 0.0
     mv_predictions: dict[str, list[int]] | None = None  # per validation video: video_id, pred, label
+    eval_clips: int = 0            # the multi-view evaluation's clips x crops per video (0: not recorded)
+    eval_crops: int = 0
     train_time_s: float = 0.0      # sum of epoch times (training + validation) over all sessions
     wall_time_s: float = 0.0       # this session's trainer.fit() wall time
     clips_per_s: float = float("nan")

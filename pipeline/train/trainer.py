@@ -196,6 +196,7 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
     (folder / "spec.json").write_text(spec.to_json() + "\n")
     (folder / "trained_spec.json").write_text(trained.to_json() + "\n")
     result = _new_result(spec, trained, run_name, recipe, plan, storage_uri)
+    result.eval_clips, result.eval_crops = eval_views
 
     callbacks = list(loop_callbacks)
     run = None
