@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_resources(len(specs), max_concurrent=args.max_concurrent, workers=args.workers,
                           data_cpus=args.data_cpus)
     tracking = tracking_from_args(args, out)
+    dataset.save_label_map(out / "label_map.json")  # the class names, for e3d predict on the candidates
     common = dict(clip=clip, recipe=recipe, out_dir=out, eval_clips=eval_clips, eval_crops=args.eval_crops,
                   plan=plan, resume=not args.no_resume, max_failures=args.max_failures, seed=args.seed,
                   log_model=not args.no_log_model)
@@ -97,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             mlflow = tracking.client()
             mlflow.log_params({f"job.{k}": str(v)[:500] for k, v in vars(args).items() if v is not None}
                               | {"job.candidates": ",".join(s.name for s in specs), "job.plan": plan.describe()})
-            dataset.save_label_map(out / "label_map.json")
             mlflow.log_artifact(str(out / "label_map.json"), "data")
             results = train_candidates(specs, dataset, tracking=tracking.child(parent.info.run_id), **common)
             ok = [r for r in results if r.ok]
