@@ -12,7 +12,6 @@ import statistics
 
 from e3d.evolution import PRESETS
 from e3d.strategy import Budget, Clip, SearchRequest, get_strategy
-from e3d.zoo import INPUTS
 
 
 def main() -> None:
@@ -21,7 +20,8 @@ def main() -> None:
     p.add_argument("--budgets", default="1000,5000")
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args()
-    preset, (frames, size, _) = PRESETS[args.preset], INPUTS[args.preset]
+    preset = PRESETS[args.preset]
+    frames, size = preset.frames, preset.size
     budget = Budget(flops=preset.budget_flops, layers=preset.max_layers)
     print(f"preset {args.preset}: {frames}x{size}^2, {preset.budget_flops / 1e9:g} GFLOPs, {preset.max_layers} layers; "
           f"{args.seeds} seeds")

@@ -24,28 +24,11 @@ from . import zoo
 from .evaluator import Evaluator, check_search_score
 from .space import Genome, SearchSpace, SpaceSettings, seq_or_tuple
 from .spec import ArchSpec, SpecError, load_spec
+from .zoo import PRESETS  # the paper's presets (input, budget, layers) live with the zoo
 
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Preset:
-    """The paper's search settings for one model size (Table 9 input, Sec. 3.4 budget)."""
-
-    frames: int
-    size: int
-    budget_flops: float
-    max_layers: int
-
-    @property
-    def official_depth_caps(self) -> tuple[int, ...]:
-        """Per-stage block caps of the official implementation (not in the paper): 3 for the first stage,
-        ``max_layers // 3 // 4`` for the others (6 for S/M, 13 for L: exactly E3D-S/M/L's depths)."""
-        return (3,) + (self.max_layers // 3 // 4,) * 4
-
-
-# max_layers: the official E3D configs' layer budgets, which E3D-S/M (83) and E3D-L (167) meet exactly.
-PRESETS = {"S": Preset(13, 160, 1.9e9, 83), "M": Preset(16, 224, 4.7e9, 83), "L": Preset(16, 312, 18.4e9, 167)}
 
 
 @dataclass(frozen=True)

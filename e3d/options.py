@@ -282,12 +282,10 @@ FIELD_FLAGS = {"budget.flops": "--budget-flops", "budget.params": "--budget-para
 
 
 def resolve_clip(args: argparse.Namespace, defaults: SearchDefaults) -> Clip:
-    from .zoo import INPUTS  # noqa: PLC0415
-
-    preset = INPUTS[args.preset] if getattr(args, "preset", None) else None
-    frames = args.frames or (preset[0] if preset else defaults.frames)
-    size = args.size or (preset[1] if preset else defaults.size)
-    rate = getattr(args, "sampling_rate", None) or (preset[2] if preset else defaults.sampling_rate)
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else None
+    frames = args.frames or (preset.frames if preset else defaults.frames)
+    size = args.size or (preset.size if preset else defaults.size)
+    rate = getattr(args, "sampling_rate", None) or (preset.sampling_rate if preset else defaults.sampling_rate)
     return Clip(frames, size, rate)
 
 

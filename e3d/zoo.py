@@ -6,6 +6,7 @@ places where we depart from the paper's tables are in ``docs/zoo.md``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .spec import ArchSpec, ConvSpec, StageSpec, validate
@@ -14,8 +15,28 @@ K133, K155, K333 = (1, 3, 3), (1, 5, 5), (3, 3, 3)
 
 _REGISTRY: dict[str, tuple[Callable[[], ArchSpec], str]] = {}
 
-# Paper input sizes per model size (Table 9): frames, crop, sampling rate.
-INPUTS = {"S": (13, 160, 6), "M": (16, 224, 5), "L": (16, 312, 5)}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The paper's settings for one model size: the input (Table 9: frames, crop, sampling rate) and the search's
+    FLOPs budget (Sec. 3.4) and layer limit (the official configs': E3D-S/M 83, E3D-L 167, met exactly)."""
+
+    frames: int
+    size: int
+    sampling_rate: int
+    budget_flops: float
+    max_layers: int
+
+    @property
+    def official_depth_caps(self) -> tuple[int, ...]:
+        """Per-stage block caps of the official implementation (not in the paper): 3 for the first stage,
+        ``max_layers // 3 // 4`` for the others (6 for S/M, 13 for L: exactly E3D-S/M/L's depths)."""
+        return (3,) + (self.max_layers // 3 // 4,) * 4
+
+
+PRESETS = {"S": Preset(13, 160, 6, 1.9e9, 83), "M": Preset(16, 224, 5, 4.7e9, 83),
+           "L": Preset(16, 312, 5, 18.4e9, 167)}
 
 
 def register(name: str, description: str):
@@ -53,7 +74,10 @@ def _lookup(name: str) -> tuple[Callable[[], ArchSpec], str]:
 def make(name: str, size: str | tuple[int, int, int | None], stages: Sequence[tuple], *, stem: int = 24,
          head: int = 512, num_classes: int = 174, family: str = "e3d") -> ArchSpec:
     """Build a spec from ``(kernel, out, bottleneck, layers, spatial_stride)`` stage tuples."""
-    frames, crop, rate = INPUTS[size] if isinstance(size, str) else size
+    if isinstance(size, str):
+        frames, crop, rate = PRESETS[size].frames, PRESETS[size].size, PRESETS[size].sampling_rate
+    else:
+        frames, crop, rate = size
     return ArchSpec(
         name=name, family=family, frames=frames, size=crop, sampling_rate=rate,
         stem=ConvSpec(kernel=K133, out=stem, stride=(1, 2, 2)),
@@ -88,7 +112,7 @@ def initial_structure(size: str = "S") -> ArchSpec:
                                           (K333, 96, 192, 1, 1), (K333, 192, 384, 1, 2)])
 
 
-for _size in INPUTS:
+for _size in PRESETS:
     register(f"E3D-init-{_size}", f"initial search structure (Table 8) at the {_size} input size")(
         lambda _size=_size: initial_structure(_size))
 
