@@ -30,6 +30,9 @@ test-props: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# Multi-node Ray clusters on loopback (docs/cluster.md): simulated clusters, the autoscaler, MLflow behind a login,
+# and a real ray up/submit/down over ssh to 127.0.0.1 (as root it installs openssh-server, rsync, netcat-openbsd
+# and acl from Debian's packages when they are missing). ~15 min on 2 busy cores.
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -q -m cluster
 
