@@ -14,6 +14,7 @@ reference network, re-inputted to the clip. The job prints its plan and an estim
 starts; rerunning the same command with the same --out resumes (finished searches and trainings are kept).
 Outputs in --out: results.csv, summary.json, table.md, compare.png, report.json, and an MLflow parent run
 with a child run per search and per trained network. docs/compare.md explains the statistics.
+Exit status 28: the disk is full (one line; free space and rerun: it resumes; docs/faults.md).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import sys
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from pipeline.faults import exits_on_out_of_space  # noqa: E402 - one line and exit 28 on a full disk
 from e3d.options import Parser, key_value, non_negative_int, parse_amount, parse_count, positive_int  # noqa: E402
 from pipeline.options import (DEMO, DEMO_DATA, add_data_options, add_ray_options, add_tracking_options,  # noqa: E402
                               add_training_options, check_clip, check_data, check_out, check_recipe, init_ray)
@@ -137,6 +139,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return config
 
 
+@exits_on_out_of_space
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -183,3 +183,52 @@ def test_comparison_resumes_without_redoing_anything(comparison, capsys):
     printed = capsys.readouterr().out
     assert "[train]" not in printed and "0 searches to run" in printed
     assert again.summary == result.summary
+
+
+def test_plan_estimate_counts_what_is_left(comparison):
+    from pipeline.compare import Plan
+    from pipeline.compare.estimate import estimate_hours
+    from pipeline.search_and_train import load_data
+
+    config, _, out = comparison
+    dataset = load_data(config.data, out, seed=0)
+    plan = Plan(searches=[(a, 7) for a in config.arms], trainings=[(a, 7) for a in config.arms])
+    assert plan.describe().startswith("2 searches to run (2 training-free, 0 training-based")
+    hours = estimate_hours(config, plan, dataset)
+    assert hours["total_h"] == pytest.approx(hours["searches_h"] + hours["trainings_h"])
+    assert hours["trainings_h"] > 0 and "2 searches" in hours["how"] and "2 trainings" in hours["how"]
+
+
+def test_a_corrupt_network_record_is_set_aside_and_trained_again(comparison):
+    from pipeline.compare import make_plan
+
+    config, _, out = comparison
+    record = out / "networks" / "random-s1.json"
+    record.write_text(record.read_text()[:100])  # a copy cut short
+    plan = make_plan(config, out)
+    assert [(a.name, s) for a, s in plan.trainings] == [("random", 1)] and not record.exists()
+    assert len(list((out / "networks").glob("random-s1.json.corrupt-*"))) == 1
+
+
+def test_the_winner_is_the_best_candidate_within_the_budget(tmp_path):
+    """A strategy with a soft cost term (PARSEC) may rank a network over the budget first: the comparison trains
+    its best one within the budget, or its best one (reported as over) when none fits."""
+    from e3d import zoo
+    from e3d.search_io import write_outcome
+    from e3d.strategy import Candidate, SearchOutcome
+    from pipeline.compare import CompareConfig
+    from pipeline.compare.run import search_dir, winner
+    from pipeline.video.clip import ClipConfig
+
+    big, small = (zoo.get(n).with_input(8, 56) for n in ("E3D-S", "E3D-init-S"))  # 0.17 and 0.047 GFLOPs
+    arm = parse_arm("parsec")
+    write_outcome(search_dir(tmp_path, arm, 0), SearchOutcome(
+        strategy="parsec", score_name="parsec", candidates=[Candidate.of(big, 2.0, source="parsec"),
+                                                            Candidate.of(small, 1.0, source="parsec")]))
+    config = CompareConfig(arms=(arm,), clip=ClipConfig(frames=8, size=56), budget=Budget(flops=0.1e9))
+    spec, outcome, rank = winner(config, tmp_path, arm, 0)
+    assert rank == 1 and spec.name == "parsec-s0" and spec.stages == small.stages and outcome.best.spec == big
+    tight = CompareConfig(arms=(arm,), clip=ClipConfig(frames=8, size=56), budget=Budget(flops=0.01e9))
+    assert winner(tight, tmp_path, arm, 0)[2] == 0  # none fits: the best, flagged when trained
+    zoo_spec, none, rank = winner(config, tmp_path, zoo_arm("X3D-XS"), 1)
+    assert none is None and rank == -1 and zoo_spec.name == "X3D-XS-s1" and zoo_spec.size == 56

@@ -19,14 +19,15 @@ together as Tune trials (:func:`pipeline.train.train_candidates`), with that see
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from e3d.cost import cost
 from e3d.spec import ArchSpec
+from e3d.statefile import CorruptFile, read_json, set_aside, write_json
 from e3d.strategy import Budget, Clip, SearchContext, SearchOutcome, get_strategy
 
 from .arms import Arm, SearchSettings, arm_request
@@ -106,6 +107,8 @@ class Network:
     latency_ms: float | None = None
     epochs: int = 0
     spec: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0  # the network's rank in its search's outcome (-1: a zoo network)
+    over_budget: bool = False  # no candidate of the search fit the budget: its best was trained
     predictions: dict[str, list[int]] | None = None
     mlflow_run_id: str | None = None
     error: str | None = None
@@ -164,24 +167,27 @@ def search_dir(out: Path, arm: Arm, seed: int) -> Path:
 
 def read_network(out: Path, arm: Arm, seed: int, config: CompareConfig) -> Network | None:
     """The finished network's record, or None (absent, failed, or trained for fewer epochs than asked)."""
-    path = out / NETWORKS / f"{network_name(arm, seed)}.json"
-    if not path.is_file():
-        return None
-    try:
-        net = Network(**json.loads(path.read_text()))
-    except (ValueError, TypeError):
-        return None  # unreadable: trained again (its Ray Train checkpoint makes that cheap)
-    if not net.ok or net.epochs < config.recipe.epochs:
+    net = _load_network(out, arm, seed)
+    if net is None or not net.ok or net.epochs < config.recipe.epochs:
         return None
     return net
 
 
+def _load_network(out: Path, arm: Arm, seed: int) -> Network | None:
+    """A network's record as written, or None (absent; corrupt: set aside, and trained again, which its Ray Train
+    checkpoint makes cheap)."""
+    path = out / NETWORKS / f"{network_name(arm, seed)}.json"
+    try:
+        data = read_json(path)
+        return None if data is None else Network(**data)
+    except (CorruptFile, TypeError) as exc:
+        moved = set_aside(path)
+        print(f"[compare] {path} is corrupt ({exc}): set aside as {moved.name}; the network is trained again")
+        return None
+
+
 def _write_network(out: Path, net: Network) -> None:
-    folder = out / NETWORKS
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{net.name}.json.tmp"
-    tmp.write_text(json.dumps(net.to_dict(), indent=1, default=str) + "\n")
-    tmp.replace(folder / f"{net.name}.json")
+    write_json(out / NETWORKS / f"{net.name}.json", net.to_dict(), indent=1, default=str)
 
 
 # -- searches -------------------------------------------------------------------------------------------------
@@ -240,18 +246,21 @@ def _log_outcome_params(mlflow: Any, arm: Arm, seed: int, outcome: SearchOutcome
 
 
 # -- trainings ------------------------------------------------------------------------------------------------
-def winner(config: CompareConfig, out: Path, arm: Arm, seed: int) -> tuple[ArchSpec, SearchOutcome | None]:
-    """The network an arm contributes at ``seed``: its search's best, or the zoo network at the clip."""
+def winner(config: CompareConfig, out: Path, arm: Arm, seed: int) -> tuple[ArchSpec, SearchOutcome | None, int]:
+    """The network an arm contributes at ``seed`` and its rank in the search's outcome: the best-ranked candidate
+    within the budget (FLOPs and layers; a strategy whose cost term is soft, such as PARSEC's, may rank one above
+    it first), else the best one (rank 0, reported as over the budget); a zoo network at the clip (rank -1)."""
     from e3d.search_io import read_outcome  # noqa: PLC0415
     from e3d.zoo import get  # noqa: PLC0415
 
     name = network_name(arm, seed)
     if not arm.searches:
-        return get(arm.zoo).with_input(config.clip.frames, config.clip.size).replace(name=name), None
+        return get(arm.zoo).with_input(config.clip.frames, config.clip.size).replace(name=name), None, -1
     outcome = read_outcome(search_dir(out, arm, seed))
     if outcome is None:
         raise RuntimeError(f"no search outcome for {arm.name} seed {seed} under {search_dir(out, arm, seed)}")
-    return outcome.best.spec.replace(name=name), outcome
+    rank = next((i for i, c in enumerate(outcome.candidates) if config.budget.exceeded(cost(c.spec)) is None), 0)
+    return outcome.candidates[rank].spec.replace(name=name), outcome, rank
 
 
 def run_trainings(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tracking: Any, *,
@@ -263,15 +272,21 @@ def run_trainings(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tr
     for seed in sorted({s for _, s in plan.trainings}):
         arms = [a for a, s in plan.trainings if s == seed]
         chosen = [(a, *winner(config, out, a, seed)) for a in arms]
-        specs = [spec for _, spec, _ in chosen]
+        specs = [spec for _, spec, _, _ in chosen]
         say(f"[train] seed {seed}: " + ", ".join(f"{s.name} ({_gflops(s):.4f} GFLOPs)" for s in specs))
+        for arm, spec, _, rank in chosen:
+            over = config.budget.exceeded(cost(spec)) if rank >= 0 else None
+            if over is not None:
+                say(f"[train] {spec.name}: no candidate of the search fits the budget ({over[1]}); its best is trained")
+            elif rank > 0:
+                say(f"[train] {spec.name}: the search's candidate #{rank + 1}, the best within the budget")
         resources = plan_resources(len(specs), max_concurrent=config.max_concurrent, workers=config.workers,
                                    data_cpus=config.data_cpus)
         results = train_candidates(specs, dataset, clip=config.clip, recipe=config.recipe, tracking=tracking,
                                    out_dir=out / "train", eval_clips=config.eval_clips, eval_crops=config.eval_crops,
                                    plan=resources, max_failures=config.max_failures, seed=seed, log_model=False)
         cpus = resources.num_workers * (resources.cpus_per_worker or 1.0) + (resources.data_cpus or 0.0)
-        for (arm, spec, outcome), result in zip(chosen, results):
+        for (arm, spec, outcome, rank), result in zip(chosen, results):
             net = Network(arm=arm.name, strategy=arm.strategy or "zoo", score=arm.score or "", seed=seed,
                           name=spec.name, gflops=(result.train_flops or result.flops) / 1e9,
                           mparams=result.params / 1e6,
@@ -280,7 +295,8 @@ def run_trainings(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tr
                           train_s=result.train_time_s, train_cpu_s=result.train_time_s * cpus,
                           val_top1=result.val_top1, mv_top1=result.mv_top1, epochs=result.epochs,
                           latency_ms=_predict(latency, spec),
-                          spec=spec.to_dict(), predictions=result.mv_predictions,
+                          spec=spec.to_dict(), predictions=result.mv_predictions, rank=rank,
+                          over_budget=rank >= 0 and config.budget.exceeded(cost(spec)) is not None,
                           mlflow_run_id=result.mlflow_run_id, error=result.error)
             if result.ok and result.mv_predictions is None:
                 net.error = "the training record has no per-video predictions"
@@ -311,8 +327,6 @@ def _predict(latency: Callable[[ArchSpec], float] | None, spec: ArchSpec) -> flo
 
 
 def _gflops(spec: ArchSpec) -> float:
-    from e3d.cost import cost  # noqa: PLC0415
-
     return cost(spec).flops / 1e9
 
 
@@ -348,7 +362,12 @@ def run_comparison(config: CompareConfig, *, verbose: bool = True, estimate: boo
     tracking = (Tracking(config.tracking_uri, config.experiment) if config.tracking_uri
                 else Tracking.local(out / "mlruns", config.experiment))
     state_path = out / STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    try:
+        state = read_json(state_path) or {}
+    except CorruptFile as exc:
+        say(f"[compare] {state_path} is corrupt ({exc}): set aside as {set_aside(state_path).name}; "
+            f"a new MLflow parent run is opened")
+        state = {}
     dataset = load_data(config.data, out, seed=0)  # one split for every seed: the same validation videos
     say(f"[data] {len(dataset.classes)} classes, {len(dataset.train)} train / {len(dataset.val)} val videos")
 
@@ -361,7 +380,7 @@ def run_comparison(config: CompareConfig, *, verbose: bool = True, estimate: boo
     with tracking.run("compare", run_id=state.get("parent_run_id")) as parent:
         if "parent_run_id" not in state:
             state = {"parent_run_id": parent.info.run_id, "config": config.to_dict()}
-            state_path.write_text(json.dumps(state, indent=1, default=str) + "\n")
+            write_json(state_path, state, indent=1, default=str)
             mlflow = tracking.client()
             b = config.budget
             mlflow.log_params({"arms": ",".join(a.name for a in config.arms), "seeds": config.seeds,
@@ -375,7 +394,7 @@ def run_comparison(config: CompareConfig, *, verbose: bool = True, estimate: boo
         run_searches(config, plan, out, dataset, child, say=say)
         run_trainings(config, plan, out, dataset, child, say=say)
         networks = [n for a in config.arms for s in config.seeds_of(a)
-                    if (n := _read_any(out, a, s)) is not None]
+                    if (n := _load_network(out, a, s)) is not None]
         report = write_report(networks, config, out, classes=dataset.classes, n_val=len(dataset.val))
         mlflow = tracking.client()
         for arm, row in report.summary["arms"].items():
@@ -391,13 +410,5 @@ def run_comparison(config: CompareConfig, *, verbose: bool = True, estimate: boo
     return CompareResult(networks=networks, summary=report.summary, table=report.table, verdict=report.verdict,
                          files=report.files, tracking_uri=tracking.tracking_uri,
                          parent_run_id=state["parent_run_id"], wall_s=wall)
-
-
-def _read_any(out: Path, arm: Arm, seed: int) -> Network | None:
-    path = out / NETWORKS / f"{network_name(arm, seed)}.json"
-    try:
-        return Network(**json.loads(path.read_text())) if path.is_file() else None
-    except (ValueError, TypeError):
-        return None
 
 
