@@ -181,7 +181,11 @@ def _resource_name(text: str) -> str | None:
 
 
 def _tracking_uri(text: str) -> str:
-    scheme = urllib.parse.urlparse(text).scheme
+    parsed = urllib.parse.urlparse(text)
+    if parsed.username or parsed.password:  # a URI is printed and logged: credentials travel in the environment
+        raise argparse.ArgumentTypeError("put no credentials in the URI (it is printed and logged): set "
+                                         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
+    scheme = parsed.scheme
     if scheme not in TRACKING_SCHEMES:
         raise argparse.ArgumentTypeError(f"expected a URI with one of the schemes {', '.join(TRACKING_SCHEMES)} "
                                          f"(e.g. sqlite:////abs/mlflow.db or http://host:5000), got {text!r}")

@@ -56,6 +56,7 @@ BAD = [  # (argv, the option the message must name, a fragment of the message)
     (["--actors", "0"], "--actors", "must be >= 1"),
     (["--actor-resources", "{bad"], "--actor-resources", "not JSON"),
     (["--tracking-uri", "mlruns"], "--tracking-uri", "scheme"),
+    (["--tracking-uri", "http://e3d:secret@head:5000"], "--tracking-uri", "MLFLOW_TRACKING_PASSWORD"),
     (["--address", "nowhere"], "--address", "HOST:PORT"),
     (["--num-cpus", "0"], "--num-cpus", "must be >= 1"),
 ]
