@@ -16,15 +16,7 @@ import argparse
 import json
 import sys
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from e3d.options import positive_int
 
 
 def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,14 +24,14 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="a model folder, a job's output folder or a candidate folder")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
-    p.add_argument("--topk", type=_positive_int, default=5, help="class names per video (default 5)")
+    p.add_argument("--topk", type=positive_int, default=5, help="class names per video (default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per video instead of the table")
-    p.add_argument("--clips", type=_positive_int, help="clips per video (default: the model's evaluation)")
+    p.add_argument("--clips", type=positive_int, help="clips per video (default: the model's evaluation)")
     p.add_argument("--crops", type=int, choices=(1, 3), help="crops per clip (default: the model's evaluation)")
     p.add_argument("--labels", metavar="FILE", help="class names (label_map.json, a model's config.json or one name "
                                                     "a line) for a candidate that did not record them")
-    p.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="views per forward pass (default 16)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="views per forward pass (default 16)")
     p.set_defaults(func=run_predict_command)
     return p
 
