@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from e3d.dnas import table1_space
+from e3d.dnas.space import table1_space
 from e3d.strategies.dnas import DnasSettings
 from pipeline.dnas.loop import build_state, search_epoch
 from pipeline.train.checkpoint import load_state, save_state

@@ -1,4 +1,4 @@
-"""The DNAS search space (e3d.dnas): Viterbi vs brute force, Eq. 4 vs the exact cost, derivation, ablations,
+"""The DNAS search space (e3d.dnas.space): Viterbi vs brute force, Eq. 4 vs the exact cost, derivation, ablations,
 and the supernet's torch pieces (expected FLOPs, forward)."""
 import math
 import random
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from e3d.cost import cost
-from e3d.dnas import (SKIP, brute_force_paths, derive, expected_flops, k_best_paths, one_hot_weights, table1_space,
+from e3d.dnas.space import (SKIP, brute_force_paths, derive, expected_flops, k_best_paths, one_hot_weights, table1_space,
                       uniform_weights)
 
 
@@ -123,7 +123,7 @@ def test_path_scores_log_and_sum_can_disagree():
 
 # -- the torch side -------------------------------------------------------------------------------------
 def test_torch_expected_flops_equals_eq4_and_has_gradients():
-    from pipeline.dnas.supernet import ArchParams, ExpectedFlops
+    from e3d.dnas.supernet import ArchParams, ExpectedFlops
 
     space = _spaces()[1]
     arch, fl = ArchParams(space), ExpectedFlops(space)
@@ -138,7 +138,7 @@ def test_torch_expected_flops_equals_eq4_and_has_gradients():
 
 
 def test_supernet_forward_and_one_hot_cost():
-    from pipeline.dnas.supernet import ArchParams, ExpectedFlops, SuperNet
+    from e3d.dnas.supernet import ArchParams, ExpectedFlops, SuperNet
 
     space = table1_space(4, 24, 3, width_mult=0.125, width_divisor=4, max_stack=[0, 1, 1, 0, 1, 1])
     net, arch = SuperNet(space), ArchParams(space)

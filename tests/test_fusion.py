@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from e3d.strategy import Budget, Clip, RequestError, SearchRequest, get_strategy
-from pipeline.fusion import analysis
-from pipeline.fusion.template import (FusionLayer, TemplateNet, TemplateSettings, concrete_drop, kl_regulariser,
+from e3d.fusion import analysis
+from e3d.fusion.template import (FusionLayer, TemplateNet, TemplateSettings, concrete_drop, kl_regulariser,
                                       posterior)
 
 
@@ -155,7 +155,7 @@ def test_check_names_the_option(options, field, message):
 
 def test_backbones_fit_the_budget_with_s_plus_st_everywhere():
     from e3d.cost import cost
-    from e3d.strategies.fusion import fit_budget, fused
+    from e3d.fusion.backbone import fit_budget, fused
 
     strategy = get_strategy("fusion")
     for name, grow in (("table8", True), ("E3D-S", False)):

@@ -9,12 +9,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from e3d.cost import cost
-from e3d.strategies.parsec import (ParsecSettings, SpaceConfig, TwoStreamSpace, flops_penalty, k_most_probable,
-                                   resolve_space, sample_band, settings_from_request)
+from e3d.parsec.band import sample_band
+from e3d.parsec.distribution import ArchDistribution, flops_penalty, k_most_probable, surrogate
+from e3d.parsec.space import SpaceConfig, TwoStreamSpace, resolve_space
+from e3d.parsec.supernet import TwoStreamSupernet
+from e3d.strategies.parsec import ParsecSettings, settings_from_request
 from e3d.strategy import Budget, Clip, RequestError, SearchRequest, get_strategy
-from pipeline.parsec.distribution import ArchDistribution, surrogate
 from pipeline.parsec.engine import ParsecEngine
-from pipeline.parsec.supernet import TwoStreamSupernet
 
 SIZES = [2, 3, 2]  # a space small enough to enumerate: 12 architectures
 

@@ -1,7 +1,7 @@
 """``dnas``: differentiable video NAS (Zhou et al., ACML 2021): a supernet of (2+1)D layers with temporal
 dilation, trained on Ray Train, then decoded into ``r2plus1d`` specs.
 
-The search space is Table 1's (:func:`e3d.dnas.table1_space`): a fixed stem, six stages each with 3-4
+The search space is Table 1's (:func:`e3d.dnas.space.table1_space`): a fixed stem, six stages each with 3-4
 candidate head widths and up to 0/5/10/5/5/1 stack layers of {dilation 1, 2, 4, skip}. The loop
 (:mod:`pipeline.dnas.loop`, Sec. 3.3 and Appendix A) trains the weights alone for ``warmup_epochs``, then
 alternates an architecture step (Adam on ``alpha``/``beta``, loss = cross-entropy + ``lam * log_k(expected
@@ -70,7 +70,7 @@ class DnasSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def space(self, frames: int, size: int, num_classes: int):
-        from ..dnas import table1_space  # noqa: PLC0415
+        from ..dnas.space import table1_space  # noqa: PLC0415
 
         return table1_space(frames, size, num_classes, width_mult=self.width_mult, width_divisor=self.width_divisor,
                             max_stack=self.max_stack, strides=self.strides, search_channels=self.search_channels,

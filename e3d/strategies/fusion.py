@@ -4,7 +4,7 @@ supplement, ``../shared/papers/spatiotemporal-fusion-probability-space-supplemen
 1. Train a densely connected *template* network whose every layer holds the fusion units S (1xkxk),
    ST (ktxkxk) and S+ST (both, summed), each behind a learnable drop-path gate per (layer, input, unit):
    concrete relaxation (Eq. S13), KL regulariser (Eq. S12), Monte Carlo data term (Eq. S8-S9), on Ray Train
-   with a checkpoint per epoch (:mod:`pipeline.fusion`).
+   with a checkpoint per epoch (:mod:`e3d.fusion.template`; the training: :mod:`pipeline.fusion`).
 2. Read off each unit's posterior probability per layer, ``1 - sqrt(p)`` (Eq. S16-S17):
    ``fusion_probabilities.csv`` + ``fusion_layers.csv`` + ``fusion_heatmap.png`` in the out dir and MLflow.
 3. Map the most probable strategy ("Opt") onto a backbone of the ``e3d-fused`` family
@@ -27,8 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..spec import ArchSpec, ConvSpec, SpecError, StageSpec
-from ..strategy import (NEEDS_TRAINING, Budget, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest,
+from ..fusion.backbone import BudgetError, fit_budget, fused, network_key, units_of
+from ..spec import ArchSpec, SpecError, StageSpec
+from ..strategy import (NEEDS_TRAINING, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest,
                         check_known_options, register_strategy)
 
 UNITS = ("S", "ST", "S+ST")
@@ -43,68 +44,6 @@ _TRAINING = {"epochs": int, "batch_size": int, "lr": float, "arch_lr": float, "l
 OPTIONS = ("backbone", "variants", "granularity") + tuple(_BACKBONE_SEARCH) + tuple(_TEMPLATE) + tuple(_TRAINING)
 DEFAULTS: dict[str, Any] = {"backbone": "evolution", "variants": ["S", "ST", "S+ST"], "granularity": "stage",
                             "arch_lr": 0.05, "kl_weight": 1.0}
-
-
-# -- backbone -------------------------------------------------------------------------------------------------
-def round8(x: float) -> int:
-    return max(8, int(round(x / 8.0)) * 8)
-
-
-def scale_widths(spec: ArchSpec, factor: float) -> ArchSpec:
-    """Every width (stem, stage outputs and bottlenecks, head) times ``factor``, rounded to multiples of 8."""
-    if factor == 1.0:
-        return spec
-    stages = tuple(replace(s, out=round8(s.out * factor), bottleneck=round8(s.bottleneck * factor))
-                   for s in spec.stages)
-    stem, head = spec.stem, spec.head
-    return spec.replace(stem=ConvSpec(stem.kernel, round8(stem.out * factor), stem.stride), stages=stages,
-                        head=ConvSpec(head.kernel, round8(head.out * factor), head.stride))
-
-
-def fused(spec: ArchSpec, units: list[Any], name: str, *, kt: int = 3) -> ArchSpec:
-    """``spec``'s shape in the ``e3d-fused`` family with ``units`` per stage (a unit or a list per block)."""
-    from ..families.fused import with_fusion  # noqa: PLC0415
-
-    kt = min(kt, spec.frames)
-    out = spec.replace(name=name, family="e3d-fused",
-                       stages=tuple(with_fusion(s, u, kt=kt) for s, u in zip(spec.stages, units)))
-    out.with_input()  # validate
-    return out
-
-
-def units_of(spec: ArchSpec) -> list[str]:
-    """The units a plain e3d spec runs: ST where a stage's kernel has time, S otherwise."""
-    from ..families.fused import default_unit  # noqa: PLC0415
-
-    return [default_unit(s.kernel) for s in spec.stages]
-
-
-class BudgetError(ValueError):
-    """No width factor makes the backbone fit; ``field`` is the budget field it exceeds (``flops``, ...)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-def fit_budget(backbone: ArchSpec, budget: Budget, *, grow: bool) -> tuple[ArchSpec, float]:
-    """The backbone with the largest width factor (from 1.0 downwards; upwards too when ``grow``) at which S+ST
-    everywhere (the most expensive candidate) fits ``budget``; :class:`BudgetError` when none does."""
-    from ..cost import cost  # noqa: PLC0415
-
-    def fits(factor: float) -> bool:
-        spec = scale_widths(backbone, factor)
-        return budget.exceeded(cost(fused(spec, ["S+ST"] * len(spec.stages), "probe"))) is None
-
-    factors = [round(1.0 - 0.05 * i, 2) for i in range(19)]  # 1.0 .. 0.1
-    if grow and fits(1.0):
-        factors = [round(1.0 + 0.125 * i, 3) for i in range(32, -1, -1)]  # 5.0 .. 1.0
-    for f in factors:
-        if fits(f):
-            return scale_widths(backbone, f), f
-    hit = budget.exceeded(cost(fused(scale_widths(backbone, 0.1), ["S+ST"] * len(backbone.stages), "probe")))
-    raise BudgetError(hit[0] if hit else "flops", f"backbone {backbone.name!r} with S+ST everywhere does not fit the "
-                                                  f"budget even at 0.1 x its widths: {hit[1] if hit else ''}")
 
 
 # -- the strategy ---------------------------------------------------------------------------------------------
@@ -227,7 +166,7 @@ class FusionStrategy:
     # -- search ---------------------------------------------------------------------------------------------
     def settings(self, request: SearchRequest, recipe: Any) -> tuple[Any, Any, dict[str, Any]]:
         """(template settings, template recipe, training options) from the request and the job's recipe."""
-        from pipeline.fusion.template import TemplateSettings  # noqa: PLC0415
+        from ..fusion.template import TemplateSettings  # noqa: PLC0415
         from pipeline.train.recipe import Recipe  # noqa: PLC0415
 
         o = DEFAULTS | dict(request.options)
@@ -239,7 +178,7 @@ class FusionStrategy:
         return settings, recipe, training
 
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
-        from pipeline.fusion import analysis  # noqa: PLC0415
+        from ..fusion import analysis  # noqa: PLC0415
         from pipeline.fusion.run import train_template  # noqa: PLC0415
 
         self.check(request)
@@ -292,7 +231,7 @@ class FusionStrategy:
     def candidates(self, request: SearchRequest, backbone: ArchSpec, marginals: Any, granularity: str,
                    variants: list[str], binfo: Mapping[str, Any]) -> list[Candidate]:
         """Opt first, then the variants, each scored by its log-probability; one per distinct network."""
-        from pipeline.fusion import analysis  # noqa: PLC0415
+        from ..fusion import analysis  # noqa: PLC0415
 
         prefix = request.name or self.name
         depths = backbone.depths
@@ -311,11 +250,11 @@ class FusionStrategy:
         seen: dict[Any, str] = {}
         for label, units, make in rows:
             spec = make()
-            same = seen.get(_network_key(spec))
+            same = seen.get(network_key(spec))
             if same is not None:
                 out[[c.info["variant"] for c in out].index(same)].info["same_as"].append(label)
                 continue
-            seen[_network_key(spec)] = label
+            seen[network_key(spec)] = label
             score = analysis.strategy_log_prob(marginals, depths, units)
             out.append(Candidate.of(spec, score, source=self.name,
                                     info={"variant": label, "fusion": units, "log_prob": score, "same_as": [],
@@ -326,7 +265,7 @@ class FusionStrategy:
     # -- outputs --------------------------------------------------------------------------------------------
     def write_files(self, out: Path, result: Any, marginals: Any, candidates: list[Candidate],
                     backbone: ArchSpec) -> list[Path]:
-        from pipeline.fusion import analysis  # noqa: PLC0415
+        from ..fusion import analysis  # noqa: PLC0415
 
         files = [analysis.write_probabilities(out / "fusion_probabilities.csv", result.layout, result.drop_p),
                  analysis.write_layers(out / "fusion_layers.csv", result.layout, marginals),
@@ -352,16 +291,6 @@ class FusionStrategy:
         client = MlflowClient(tracking_uri)
         for f in files:
             client.log_artifact(run_id, str(f), artifact_path="fusion")
-
-
-def _network_key(spec: ArchSpec) -> tuple:
-    """Two specs that build the same network (an all-S / all-ST e3d-fused spec is the plain e3d one)."""
-    from ..families.fused import block_units, default_unit  # noqa: PLC0415
-
-    units = tuple(tuple(block_units(s)) if spec.family == "e3d-fused" else (default_unit(s.kernel),) * s.layers
-                  for s in spec.stages)
-    shape = tuple((s.kernel, s.out, s.bottleneck, s.layers, s.stride) for s in spec.stages)
-    return (spec.frames, spec.size, spec.stem, shape, spec.head, spec.hidden, spec.num_classes, units)
 
 
 STRATEGY = register_strategy(FusionStrategy())

@@ -1,13 +1,12 @@
 """Differentiable video NAS (Zhou et al., ACML 2021) on Ray Train: the ``dnas`` strategy's pipeline side.
 
-- :mod:`.supernet`: the supernet (head layers on every width path, stack layers as softmax mixtures of
-  {dilation 1, 2, 4, skip}), the architecture parameters and the expected FLOPs (Eq. 1-4);
 - :mod:`.loop`: the Train worker loop (warm-up, then alternating architecture and weight steps; checkpoint
   and resume every epoch);
 - :mod:`.data`: the training videos split into weight / architecture / monitoring parts;
 - :mod:`.report`: the architecture-weight heatmap and the per-epoch MLflow logging;
-- :mod:`.search`: the driver (:func:`run_dnas_search`) that :mod:`e3d.strategies.dnas` calls.
+- :mod:`.search`: the runner (:func:`run_dnas_search`) the strategy reaches through its ``SearchContext``.
 
-The space, Eq. 4 in plain Python, Viterbi and the derivation live in :mod:`e3d.dnas` (torch-free); the
-network family in :mod:`e3d.families.r2plus1d`. See ``docs/dnas.md``.
+The space, Eq. 4 in plain Python, Viterbi and the derivation (:mod:`e3d.dnas.space`, torch-free) and the
+supernet (:mod:`e3d.dnas.supernet`) live in ``e3d``; the network family in :mod:`e3d.families.r2plus1d`.
+See ``docs/dnas.md``.
 """

@@ -38,12 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from e3d.cost import cost
-from e3d.dnas import DnasSpace, derive, expected_flops
+from e3d.dnas.space import DnasSpace, derive, expected_flops
+from e3d.dnas.supernet import ArchParams, ExpectedFlops, SuperNet, cost_penalty
 from pipeline.train.checkpoint import load_state, save_state
 from pipeline.train.evaluate import Meter, all_reduce_meter
 from pipeline.train.loop import dataset_shard
-
-from .supernet import ArchParams, ExpectedFlops, SuperNet, cost_penalty
 
 log = logging.getLogger("pipeline.dnas")
 

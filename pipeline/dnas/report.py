@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from e3d.dnas import DnasSpace, op_name
+from e3d.dnas.space import DnasSpace, op_name
 
 log = logging.getLogger("pipeline.dnas")
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from e3d.dnas import derive, expected_flops
+from e3d.dnas.space import derive, expected_flops
 from e3d.strategy import Candidate, SearchContext, SearchOutcome, SearchRequest
 
 log = logging.getLogger("pipeline.dnas")

@@ -9,7 +9,7 @@
 
 Eq. S9 is the negative ELBO over the whole training set: ``KL - sum_t log p(y_t | x_t, w e^t)``; per clip that
 is the mean cross-entropy plus ``KL / N`` (``N`` training clips). ``config`` keys: ``template``
-(:class:`~pipeline.fusion.template.TemplateSettings` as a dict), ``recipe``, ``num_classes``, ``n_train``,
+(:class:`~e3d.fusion.template.TemplateSettings` as a dict), ``recipe``, ``num_classes``, ``n_train``,
 ``steps_per_epoch``, ``length_scale``, ``kl_weight``, ``arch_lr``, ``seed``, ``torch_threads``,
 ``callbacks`` (loop callbacks with ``on_start(state)`` and ``on_epoch_end(state, metrics)``, e.g.
 :class:`pipeline.tracking.WorkerMetricsLogger` into the search run).
@@ -26,12 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from e3d.fusion.template import UNITS, TemplateNet, TemplateSettings, posterior
 from pipeline.train.evaluate import Meter, all_reduce_meter
 from pipeline.train.loop import dataset_shard
 from pipeline.train.optim import make_scheduler
 from pipeline.train.recipe import Recipe
-
-from .template import UNITS, TemplateNet, TemplateSettings, posterior
 
 STATE_FILE = "template.pt"
 

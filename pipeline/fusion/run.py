@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from e3d.fusion.template import TemplateSettings
 from pipeline.train.data import as_source, steps_per_epoch
 from pipeline.train.recipe import Recipe
 
 from .loop import STATE_FILE, template_loop
-from .template import TemplateSettings
 
 
 @dataclass

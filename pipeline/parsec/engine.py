@@ -11,7 +11,7 @@ the epoch loop. :mod:`pipeline.parsec.loop` runs it inside Ray Train; tests run 
 A step (supplement §1): sample ``K`` architectures from ``P(A | alpha)`` (seeded per epoch, so a resumed run
 draws what an uninterrupted one would), run each on the batch (``l_k``, the summed log-likelihood), weight them
 by ``v = softmax(l)``, take one SGD step on ``-sum_k v_k l_k``, then, after the part's warm-up, one Adam step on
-alpha with :func:`pipeline.parsec.distribution.surrogate`. The K graphs are kept until the weighted backward;
+alpha with :func:`e3d.parsec.distribution.surrogate`. The K graphs are kept until the weighted backward;
 with ``recompute`` (less memory) the K forwards run without graphs and the architectures holding all but 0.1 %
 of the weight run again with gradients. With several workers the log-likelihoods and the
 weight gradients are summed over all of them; every worker draws the same architectures.
@@ -25,13 +25,13 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from e3d.parsec.distribution import ArchDistribution, flops_penalty, posterior_weights, surrogate
+from e3d.parsec.space import TwoStreamSpace
+from e3d.parsec.supernet import TwoStreamSupernet
 from e3d.spec import ArchSpec
-from e3d.strategies.parsec import ParsecSettings, TwoStreamSpace, flops_penalty
+from e3d.strategies.parsec import ParsecSettings
 from pipeline.train.optim import make_optimizer, make_scheduler
 from pipeline.train.recipe import Recipe
-
-from .distribution import ArchDistribution, posterior_weights, surrogate
-from .supernet import TwoStreamSupernet
 
 KEPT_WEIGHT = 0.999  # the architectures run again with gradients hold at least this share of v
 CALIBRATION_BATCHES = 4  # training batches that re-estimate BN statistics for the validated architecture

@@ -7,7 +7,7 @@ comparison on a real dataset (the searched net vs random search in the FLOPs ban
 Both run the ``parsec`` strategy exactly as the main job does (Ray Train, checkpoints: a rerun with the same
 ``--out`` resumes). ``table1`` decodes the synthetic clips once (centre views) and searches on them in memory;
 ``compare`` searches on the dataset through Ray Data and trains every compared network with the same recipe
-through :func:`pipeline.train.train_candidates` (:mod:`pipeline.parsec.band`). Reduced-scale defaults fit this
+through :func:`pipeline.train.train_candidates` (the band: :mod:`e3d.parsec.band`). Reduced-scale defaults fit this
 machine (2 shared cores); ``--help`` lists what to raise for a full run.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[table1] beta {beta:g}: mode {rows[-1]['mode_gflops']:.4f} G, expected "
               f"{rows[-1]['expected_gflops']:.4f} G, range [{args.t_min / 1e9:.4f}, {args.t_max / 1e9:.4f}]")
     ray.shutdown()
-    from e3d.strategies.parsec import SpaceConfig, TwoStreamSpace
+    from e3d.parsec.space import SpaceConfig, TwoStreamSpace
 
     space = TwoStreamSpace(SpaceConfig(width_scale=rows[0]["width_scale"]), frames=args.frames, size=args.size,
                            num_classes=args.classes)
@@ -128,13 +128,13 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     searched net's FLOPs, all trained with one recipe."""
     import ray
 
+    from e3d.parsec.band import band_median, band_specs
+    from e3d.parsec.space import SpaceConfig, TwoStreamSpace
     from e3d.search_io import read_outcome, write_outcome
-    from e3d.strategies.parsec import SpaceConfig, TwoStreamSpace
+    from pipeline.train import train_candidates
     from pipeline.train.recipe import Recipe
     from pipeline.video.clip import ClipConfig
     from pipeline.video.formats import load_dataset
-
-    from .band import band_median, band_specs, train_specs
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -185,8 +185,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
     # 4. one recipe for all
     specs = [searched, evolution] + band
-    results = train_specs(specs, dataset, clip=clip, recipe=recipe, out_dir=out / "train",
-                          eval_clips=args.eval_clips, eval_crops=3, seed=args.seed)
+    results = train_candidates(specs, dataset, clip=clip, recipe=recipe, tracking=None, out_dir=out / "train",
+                               eval_clips=args.eval_clips, eval_crops=3, seed=args.seed, log_model=False)
     rows = [{"name": r.name, "family": s.family, "gflops": r.flops / 1e9, "mparams": r.params / 1e6,
              "val_top1": r.val_top1, "mv_top1": r.mv_top1, "mv_top5": r.mv_top5, "train_time_s": r.train_time_s,
              "error": r.error} for s, r in zip(specs, results)]
@@ -214,7 +214,7 @@ def evolution_initial(out: Path, frames: int, size: int, budget: float) -> str |
     from e3d import zoo
     from e3d.cost import cost
     from e3d.spec import save_specs
-    from e3d.strategies.parsec import round8
+    from e3d.parsec.space import round8
 
     spec = zoo.initial_structure("S").with_input(frames, size)
     if cost(spec).flops <= budget / 2:

@@ -24,7 +24,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from e3d.strategies.parsec import ParsecSettings, TwoStreamSpace
+from e3d.parsec.space import TwoStreamSpace
+from e3d.strategies.parsec import ParsecSettings
 from pipeline.train.loop import dataset_shard
 
 from .engine import ParsecEngine

@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e3d.strategies.parsec import ParsecSettings, TwoStreamSpace, k_most_probable
+from e3d.parsec.distribution import ArchDistribution, k_most_probable
+from e3d.parsec.space import TwoStreamSpace
+from e3d.strategies.parsec import ParsecSettings
 from e3d.strategy import Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest
 
 REFERENCE_LR, REFERENCE_BATCH = 0.4, 256  # Table 2: the weights' rate for the sparse stream, batch 256
@@ -83,8 +85,6 @@ def run_parsec(request: SearchRequest, context: SearchContext, settings: ParsecS
         raise RuntimeError("the PARSEC search finished without a checkpoint")
     state = load_checkpoint(fit.checkpoint.path)
     history = list(state["history"])
-
-    from .distribution import ArchDistribution
 
     dist = ArchDistribution(space.sizes)
     with torch.no_grad():

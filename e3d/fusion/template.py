@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from e3d.blocks import StridedAvgPool
+from ..blocks import StridedAvgPool
 
 UNITS = ("S", "ST", "S+ST")
 

@@ -1,4 +1,4 @@
-"""The weight-sharing supernet of a :class:`~e3d.strategies.parsec.TwoStreamSpace`: one network that runs any
+"""The weight-sharing supernet of a :class:`~e3d.parsec.space.TwoStreamSpace`: one network that runs any
 architecture of the space, given as its ``twostream`` spec.
 
 Weight sharing is by slicing (as in Once-for-All / slimmable networks): every layer holds the weights of the
@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from e3d.blocks import Classifier, conv_bn, strided_avg_pool
-from e3d.cost import has_se, se_width
-from e3d.families.twostream import TCONV_KERNEL, view
-from e3d.spec import ArchSpec, StageSpec
-from e3d.strategies.parsec import TwoStreamSpace, round8
+from ..blocks import Classifier, conv_bn, strided_avg_pool
+from ..cost import has_se, se_width
+from ..families.twostream import TCONV_KERNEL, view
+from ..spec import ArchSpec, StageSpec
+from .space import TwoStreamSpace, round8
 
 
 class SlicedBN(nn.BatchNorm3d):

@@ -14,12 +14,15 @@
 :func:`surrogate` returns a scalar whose autograd gradient with respect to ``alpha`` is the estimate above;
 ``tests/test_parsec.py`` checks both against the exact gradients on a space small enough to enumerate.
 ``epsilon`` keeps ``log C`` finite when every sample lies in the range (C = 0), our choice (docs/parsec.md).
+:func:`flops_penalty` is Eq. 2; :func:`k_most_probable` reads the K most probable architectures off the
+learnt distribution.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -109,3 +112,42 @@ def surrogate(log_prob: torch.Tensor, loglik: torch.Tensor, penalty: torch.Tenso
     data_nll = -(float(torch.logsumexp(loglik, 0)) - math.log(k))
     return value, StepTerms(data_nll=data_nll, cost=c, cost_term=beta * math.log(epsilon + c) if beta > 0 else 0.0,
                             weights=v.tolist())
+
+
+# -- Eq. 2 -------------------------------------------------------------------------------------------
+def flops_penalty(flops: float, t_min: float, t_max: float) -> float:
+    """``cost(A) = max(0, F / T_max - 1) + max(0, 1 - F / T_min)`` (Eq. 2; the printed ``F / (T_max - 1)`` is
+    read as ``F / T_max - 1``, which is zero inside the range like the other hinge): 0 in ``[t_min, t_max]``,
+    the relative distance to the range outside it."""
+    return max(0.0, flops / t_max - 1.0) + max(0.0, 1.0 - flops / t_min)
+
+
+# -- the distribution's most probable architectures ----------------------------------------------------
+def k_most_probable(log_probs: Sequence[Sequence[float]], k: int, *, distinct: Callable[[tuple[int, ...]], Any] = None,
+                    max_pops: int = 100_000) -> list[tuple[tuple[int, ...], float]]:
+    """The ``k`` most probable assignments of independent categoricals (``log_probs[v][j]``: log P(variable v
+    = choice j)), best first, with their log-probabilities; ``distinct`` (an assignment -> key) keeps only the
+    first assignment of each key. Best-first search over per-variable ranks (Lawler/Murty for a product
+    distribution): exact, and it touches ``O(k * variables)`` assignments."""
+    order = [sorted(range(len(lp)), key=lambda j, lp=lp: -lp[j]) for lp in log_probs]
+
+    def logp(ranks: tuple[int, ...]) -> float:
+        return math.fsum(log_probs[v][order[v][r]] for v, r in enumerate(ranks))
+
+    start = tuple(0 for _ in log_probs)
+    heap, seen, out, keys, pops = [(-logp(start), start)], {start}, [], set(), 0
+    while heap and len(out) < k and pops < max_pops:
+        neg, ranks = heapq.heappop(heap)
+        pops += 1
+        assignment = tuple(order[v][r] for v, r in enumerate(ranks))
+        key = distinct(assignment) if distinct else assignment
+        if key not in keys:
+            keys.add(key)
+            out.append((assignment, -neg))
+        for v in range(len(ranks)):
+            if ranks[v] + 1 < len(order[v]):
+                nxt = ranks[:v] + (ranks[v] + 1,) + ranks[v + 1:]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    heapq.heappush(heap, (-logp(nxt), nxt))
+    return out

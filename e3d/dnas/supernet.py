@@ -7,8 +7,8 @@
 
 ``p = softmax(beta)`` over each node's successors (Eq. 1), ``w = softmax(alpha)`` per stack layer (Eq. 2-3,
 shared by the nodes of a stage). The layers are the ``r2plus1d`` family's factories, so the derived network
-(:func:`e3d.dnas.derive`) is built from the very blocks that were searched, and :class:`ExpectedFlops` is
-Eq. 4 on :meth:`e3d.dnas.DnasSpace.cost_tables` (equal to the derived spec's exact cost for one-hot weights).
+(:func:`e3d.dnas.space.derive`) is built from the very blocks that were searched, and :class:`ExpectedFlops` is
+Eq. 4 on :meth:`e3d.dnas.space.DnasSpace.cost_tables` (equal to the derived spec's exact cost for one-hot weights).
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from e3d.blocks import Classifier, conv_bn
-from e3d.dnas import SKIP, DnasSpace
-from e3d.families.r2plus1d import create_basic_op, create_stack_layer
-from e3d.model import init_weights
+from ..blocks import Classifier, conv_bn
+from ..families.r2plus1d import create_basic_op, create_stack_layer
+from ..model import init_weights
+from .space import SKIP, DnasSpace
 
 Weights = Sequence[torch.Tensor]
 
@@ -102,7 +102,7 @@ class ArchParams(nn.Module):
         return [a.softmax(-1) for a in self.alpha], [b.softmax(-1) for b in self.beta]
 
     def as_lists(self) -> tuple[list, list]:
-        """The softmaxed weights as nested Python lists (what :func:`e3d.dnas.derive` takes)."""
+        """The softmaxed weights as nested Python lists (what :func:`e3d.dnas.space.derive` takes)."""
         with torch.no_grad():
             a, b = self.weights()
         return [x.double().cpu().tolist() for x in a], [x.double().cpu().tolist() for x in b]

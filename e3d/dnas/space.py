@@ -1,7 +1,7 @@
 """The search space of the differentiable video NAS (Zhou et al., ACML 2021), torch-free: its expected
 FLOPs (Eq. 4), the Viterbi decoding of the head-layer path and the derivation of ``r2plus1d`` specs.
 
-The supernet (:mod:`pipeline.dnas.supernet`) is a trellis. The stem is one fixed node; every searched stage
+The supernet (:mod:`e3d.dnas.supernet`) is a trellis. The stem is one fixed node; every searched stage
 has one node per candidate head width (Table 1). An edge ``i -> j`` from a node of stage ``s - 1`` to one of
 stage ``s`` is a head layer (a basic op ``w_i -> w_j`` with the stage's stride) with path weight
 ``p_ij = softmax_j(beta_ij)`` (Eq. 1: normalised over the ``m`` successors of ``i``); every node then runs the
@@ -29,9 +29,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
-from .cost import ceil_div
-from .families.r2plus1d import op_cost
-from .spec import ArchSpec, ConvSpec, StageSpec, make_extra, validate
+from ..cost import ceil_div
+from ..families.r2plus1d import op_cost
+from ..spec import ArchSpec, ConvSpec, StageSpec, make_extra, validate
 
 Triple = tuple[int, int, int]
 SKIP = 0  # the skip op in ``DnasSpace.ops`` (the others are temporal dilations)
