@@ -175,8 +175,19 @@ def test_unreadable_datasets(tmp_path):
     (tmp_path / "x.csv").write_text("path,label\nmissing.mp4,a\n")
     with pytest.raises(DatasetError, match="missing"):
         load_dataset(tmp_path / "x.csv")
-    with pytest.raises(DatasetError):
+    with pytest.raises(DatasetError, match="unknown format 'imagenet'; expected one of"):
         load_dataset(tmp_path, format="imagenet")
+
+
+def test_every_format_is_a_registered_module_tried_in_detection_order():
+    """A format is one module of pipeline/video/formats/ registering a DatasetFormat; FORMATS (the jobs' --format
+    choices) lists them in the order detect_format tries them: specific layouts first, class folders last."""
+    from pipeline.video.formats import FORMATS, get_format
+
+    assert FORMATS == ("ssv2", "ucf101", "kinetics", "csv", "folder")
+    for name in FORMATS:
+        fmt = get_format(name)
+        assert fmt.name == name and fmt.description and type(fmt).__module__ != "pipeline.video.formats.base"
 
 
 @needs_ucf

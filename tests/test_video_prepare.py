@@ -128,7 +128,7 @@ def test_rerun_skips_done_files_and_redoes_a_killed_one(prepared):
     # a kill while writing one file: no output, no record, a partial .part file
     victim = dst / "train/right/right_1.mp4"
     victim.unlink()
-    prep._record_path(dst, str(src / "train/right/right_1.mp4")).unlink()
+    prep.records.record_path(dst, str(src / "train/right/right_1.mp4")).unlink()
     Path(str(victim) + ".part").write_bytes(b"half a file")
     resumed = prepare_dataset(src, dst, settings=SETTINGS, progress=None)
     assert (resumed["prepared_now"], resumed["ok"], resumed["failed"]) == (1, 6, 2)
@@ -238,7 +238,7 @@ def test_a_verification_mismatch_marks_the_file_failed(tmp_path, monkeypatch):
     def off_by_one(path, frames, rate, *, start_indices, **kw):  # a decoder that returns the next frame
         return decode_clips(path, frames, rate, start_indices=[i + 1 for i in start_indices], short="pad", **kw)
 
-    monkeypatch.setattr(prep, "decode_clips", off_by_one)
+    monkeypatch.setattr(prep.verify, "decode_clips", off_by_one)
     source = write_clip(tmp_path / "a.mp4", "right", 0)
     record = prepare_video(str(source), str(tmp_path / "out.mp4"), settings=SETTINGS)
     assert (record["status"], record["kind"]) == ("failed", "verify") and "differs" in record["reason"]
