@@ -24,6 +24,7 @@ from . import zoo
 from .evaluator import Evaluator, check_search_score
 from .space import Genome, SearchSpace, SpaceSettings, seq_or_tuple
 from .spec import ArchSpec, SpecError, load_spec
+from .strategy import Candidate, SearchOutcome
 from .zoo import PRESETS  # the paper's presets (input, budget, layers) live with the zoo
 
 STATE_VERSION = 1
@@ -396,6 +397,38 @@ def run_name(config: SearchConfig) -> str:
     return f"E3D-{config.preset or 'custom'}-search-seed{config.seed}"
 
 
+def outcome_from_population(population: Sequence[Individual], history: list[dict[str, Any]], *,
+                            config: SearchConfig | None, name: str, best_name: str | None = None,
+                            wall_s: float = 0.0, cpu_s: float | None = None,
+                            extra: dict[str, Any] | None = None) -> SearchOutcome:
+    """Rank-ordered ``Individual`` s (best first) -> an outcome whose candidates are named ``name-RRR``."""
+    candidates = []
+    for rank, ind in enumerate(population):
+        spec_name = best_name if rank == 0 and best_name else f"{name}-{rank:03d}"
+        candidates.append(Candidate.of(ind.spec(spec_name), ind.score, source="evolution", info={"seq": ind.seq}))
+    return SearchOutcome(strategy="evolution", score_name=getattr(config, "score", "stentr"), candidates=candidates,
+                         history=history, settings=config.to_dict() if config is not None else {},
+                         wall_s=wall_s, cpu_s=cpu_s, extra=extra or {})
+
+
+def write_search_outputs(out_dir: str | Path, best: ArchSpec, population: Sequence[Individual],
+                         history: Sequence[ChunkStats | dict[str, Any]], config: SearchConfig | None = None,
+                         name: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """The search's outputs in every strategy's format (:func:`e3d.search_io.write_outcome`), plus
+    ``config.json`` (the full ``SearchConfig``, with ``extra``) when ``config`` is given."""
+    import json  # noqa: PLC0415
+
+    from . import search_io  # noqa: PLC0415 - pyarrow/matplotlib only when writing
+
+    outcome = outcome_from_population(population, [h if isinstance(h, dict) else h.to_dict() for h in history],
+                                      config=config, name=name or best.name, best_name=best.name)
+    paths = search_io.write_outcome(out_dir, outcome)
+    if config is not None:
+        paths["config"] = Path(out_dir) / "config.json"
+        paths["config"].write_text(json.dumps(config.to_dict() | (extra or {}), indent=2) + "\n")
+    return paths
+
+
 def search(config: SearchConfig, out_dir: str | Path | None = None, progress: bool | None = None,
            initial: ArchSpec | Sequence[ArchSpec] | None = None,
            constraint: Callable[[Genome], bool] | None = None) -> SearchResult:
@@ -404,7 +437,6 @@ def search(config: SearchConfig, out_dir: str | Path | None = None, progress: bo
     ``progress``: a progress bar on stderr (None: only when stderr is a terminal).
     """
     from .progress import Progress  # noqa: PLC0415 - keeps `import e3d.evolution` light
-    from . import search_io  # noqa: PLC0415 - pyarrow/matplotlib only when writing
 
     evo = Evolution(config, initial if initial is not None else config.initial_spec(), constraint=constraint)
     history: list[ChunkStats] = []
@@ -423,5 +455,5 @@ def search(config: SearchConfig, out_dir: str | Path | None = None, progress: bo
     result = SearchResult(best=population[0].spec(name), best_score=population[0].score, population=population,
                           history=history, wall_s=wall, out_dir=Path(out_dir) if out_dir is not None else None)
     if out_dir is not None:
-        search_io.write_search_outputs(out_dir, result.best, population, history, config=config, name=name)
+        write_search_outputs(out_dir, result.best, population, history, config=config, name=name)
     return result

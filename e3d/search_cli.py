@@ -5,7 +5,8 @@
     e3d search --budget-flops 0.3G --frames 8 --size 112 --score homoentr --out DIR
 
 Writes ``best.json``, ``population.parquet``, ``history.parquet``, ``progress.png`` and ``outcome.json`` to
-``--out`` (and ``config.json``, the full ``SearchConfig``, for ``evolution``).
+``--out``, and the strategy's ``settings_file`` when it declares one (the EA's ``config.json``, its full
+``SearchConfig``).
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def run_search_command(args: argparse.Namespace) -> int:
         print(f"e3d search: error: {exc}", file=sys.stderr)
         return 1
     write_outcome(args.out, outcome)
-    if outcome.strategy == "evolution":
-        (Path(args.out) / "config.json").write_text(json.dumps(outcome.settings, indent=2) + "\n")
+    settings_file = getattr(strategy, "settings_file", None)  # e.g. the EA's config.json, which --config reads
+    if settings_file:
+        (Path(args.out) / settings_file).write_text(json.dumps(outcome.settings, indent=2) + "\n")
     best = outcome.best
     print(f"best {outcome.score_name} {best.score:.3f}: {best.flops / 1e9:.3f} GFLOPs, {best.params / 1e6:.2f} M "
           f"params, {best.layers} layers  [{strategy.name}]")
@@ -58,7 +60,7 @@ def run_search_command(args: argparse.Namespace) -> int:
           + f" | stem {s.stem.out} head {s.head.out}")
     steps = outcome.extra.get("iterations")
     rate = f" ({steps / outcome.wall_s:,.0f}/s)" if steps and outcome.wall_s else ""
-    print(f"{steps} {'iterations' if strategy.name == 'evolution' else 'samples'} in {outcome.wall_s:.1f} s{rate}; "
+    print(f"{steps} {strategy.cli_options.get('iterations', 'iterations')} in {outcome.wall_s:.1f} s{rate}; "
           f"outputs in {args.out}")
     return 0
 

@@ -177,20 +177,3 @@ def _json_default(x: Any) -> Any:
     if hasattr(x, "to_dict"):
         return x.to_dict()
     return str(x)
-
-
-# -- the evolutionary search's own objects ---------------------------------------------------------------
-def write_search_outputs(out_dir: str | Path, best: ArchSpec, population: Sequence[Any], history: Sequence[Any],
-                         config: Any = None, name: str | None = None,
-                         extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """The evolutionary search's outputs (its ``Individual`` population and ``ChunkStats`` history) in the
-    common format, plus ``config.json`` (the full ``SearchConfig``) when ``config`` is given."""
-    from .strategies.evolution import outcome_from_population  # noqa: PLC0415
-
-    outcome = outcome_from_population(population, [h if isinstance(h, dict) else h.to_dict() for h in history],
-                                      config=config, name=name or best.name, best_name=best.name)
-    paths = write_outcome(out_dir, outcome)
-    if config is not None:
-        paths["config"] = Path(out_dir) / "config.json"
-        paths["config"].write_text(json.dumps(config.to_dict() | (extra or {}), indent=2) + "\n")
-    return paths

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from ..evolution import SearchConfig, run_name
+from ..evolution import SearchConfig, outcome_from_population, run_name
 from ..space import SpaceSettings
-from ..strategy import (CPU_ONLY, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest, check_known_options,
+from ..strategy import (CPU_ONLY, RequestError, SearchContext, SearchOutcome, SearchRequest, check_known_options,
                         check_score, check_start, register_strategy)
 
 # set by the request, not by options
@@ -34,20 +34,6 @@ def search_config(request: SearchRequest) -> SearchConfig:
     options = dict(request.options)
     preset = options.pop("preset", "S")
     return SearchConfig.from_preset(preset, **(options | base)) if preset else SearchConfig.from_dict(options | base)
-
-
-def outcome_from_population(population: Sequence[Any], history: list[dict[str, Any]], *, config: Any,
-                            name: str, best_name: str | None = None, wall_s: float = 0.0,
-                            cpu_s: float | None = None, extra: dict[str, Any] | None = None) -> SearchOutcome:
-    """Rank-ordered ``Individual`` s (best first) -> an outcome whose candidates are named ``name-RRR``."""
-    candidates = []
-    for rank, ind in enumerate(population):
-        spec_name = best_name if rank == 0 and best_name else f"{name}-{rank:03d}"
-        candidates.append(Candidate.of(ind.spec(spec_name), ind.score, source="evolution",
-                                       info={"seq": ind.seq}))
-    return SearchOutcome(strategy="evolution", score_name=getattr(config, "score", "stentr"), candidates=candidates,
-                         history=history, settings=config.to_dict() if config is not None else {},
-                         wall_s=wall_s, cpu_s=cpu_s, extra=extra or {})
 
 
 def field_of(message: str, request: SearchRequest) -> str:
@@ -85,6 +71,16 @@ class EvolutionStrategy:
                    "initial": "initial", "max_depth": "max_depth", "kernels": "kernels",
                    "mutation_probs": "mutation_probs"}
     quick_options = {"iterations": 400, "population_size": 16}
+    # what the pipeline asks of a strategy (``getattr(strategy, name, False)``; the other strategies declare none):
+    resumable = True  # on islands, a stopped search continues from request.out_dir's checkpoint (``--resume``)
+    tunable = True  # pipeline.search.tune_search tunes its settings (jobs/tune_search.py)
+    settings_file = "config.json"  # outcome.settings, the full SearchConfig, as a file that ``--config`` reads
+
+    def runs_on_islands(self, request: SearchRequest, context: SearchContext) -> bool:
+        """Whether ``request`` runs on the lent island backend (``SearchContext.evolution_backend``), which
+        checkpoints rounds under ``request.out_dir`` (a folder or a pyarrow URI): not without one, and not
+        under a latency budget (its predictor stays in this process)."""
+        return context.evolution_backend is not None and request.budget.latency_ms is None
 
     def check(self, request: SearchRequest) -> None:
         check_known_options(self.name, request.options, OPTIONS)
@@ -106,7 +102,7 @@ class EvolutionStrategy:
         name = request.name or run_name(config)
         start, cpu0 = time.perf_counter(), time.process_time()
         constraint = latency_constraint(request, context, config.space(config.initial_spec()))
-        if context.evolution_backend is None or constraint is not None:  # a predictor stays in this process
+        if not self.runs_on_islands(request, context):
             result = search(config, progress=context.progress, constraint=constraint)
             history = [h.to_dict() for h in result.history]
             cpu_s = time.process_time() - cpu0

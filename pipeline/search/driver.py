@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from e3d.evolution import OUTCOMES  # ChunkStats' outcome counters: iterations = their sum
-from e3d.evolution import ChunkStats, Evolution, Individual, SearchConfig, run_name
+from e3d.evolution import ChunkStats, Evolution, Individual, SearchConfig, run_name, write_search_outputs
 from e3d.space import SearchSpace
 from e3d.spec import ArchSpec
 
@@ -287,17 +287,15 @@ class IslandDriver:
 
     def _write_outputs(self, best: ArchSpec, population: list[Individual], history: list[ChunkStats]) -> dict[str, str]:
         """The single-process search's files (``e3d.search_io``), on any filesystem."""
-        from e3d import search_io  # noqa: PLC0415
-
         extra = {"islands": self.settings.to_dict(), "rounds": self.rounds}
         if ck.is_local(self.fs):
-            paths = search_io.write_search_outputs(self.root, best, population, history, config=self.config,
-                                                   name=self.name, extra=extra)
+            paths = write_search_outputs(self.root, best, population, history, config=self.config, name=self.name,
+                                         extra=extra)
             return {k: str(p) for k, p in paths.items()}
         files: dict[str, str] = {}
         with tempfile.TemporaryDirectory() as tmp:  # write locally, then copy to the filesystem
-            paths = search_io.write_search_outputs(tmp, best, population, history, config=self.config,
-                                                   name=self.name, extra=extra)
+            paths = write_search_outputs(tmp, best, population, history, config=self.config, name=self.name,
+                                         extra=extra)
             for key, p in paths.items():
                 dest = ck.join(self.root, p.name)
                 ck.write_bytes_atomic(self.fs, dest, Path(p).read_bytes())
