@@ -6,7 +6,7 @@
     result = run_distributed_search(SearchConfig.from_preset("S"), actors=2, out_dir="runs/search-s")
     result.best, result.best_score, result.population   # merged over islands, best first
 
-Modules: ``plan`` (settings, sharding, seeds, rounds, migration), ``island`` (the actor and its
+Modules: ``plan`` (options and settings, sharding, seeds, rounds, migration), ``island`` (the actor and its
 :class:`Member` layout), ``backends`` (Ray actors or in-process), ``driver`` (the round loop, results),
 ``callbacks`` (the driver's events), ``checkpoint`` (Parquet), ``islands`` (``run_distributed_search``),
 ``tune_search`` (Tune over the search's own settings).
@@ -20,7 +20,7 @@ import importlib
 
 _EXPORTS = {
     "run_distributed_search": "islands",
-    "IslandSettings": "plan", "island_seed": "plan", "island_sizes": "plan", "island_config": "plan",
+    "IslandOptions": "plan", "IslandSettings": "plan", "island_seed": "plan", "island_sizes": "plan", "island_config": "plan",
     "plan_rounds": "plan", "round_iterations": "plan", "migrates_after": "plan",
     "Island": "island", "Member": "island",
     "IslandLost": "backends", "LocalIslands": "backends", "RayIslands": "backends",

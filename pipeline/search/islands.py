@@ -1,7 +1,7 @@
-"""``run_distributed_search``: the island search from keyword arguments (what the jobs' options map to).
+"""``run_distributed_search``: the island search of a config and its :class:`~pipeline.search.plan.IslandOptions`.
 
-It resolves the config and :class:`~pipeline.search.plan.IslandSettings` (fresh, or from the checkpoint on
-resume, refusing settings that would change the result), attaches the callbacks (MLflow when ``tracking``
+It resolves the config and the options into :class:`~pipeline.search.plan.IslandSettings` (fresh, or from the
+checkpoint on resume, refusing settings that would change the result), attaches the callbacks (MLflow when ``tracking``
 is given, the progress bar, ``on_round``) and runs :class:`~pipeline.search.driver.IslandDriver`. The pieces:
 :mod:`~pipeline.search.plan` (sharding, seeds, rounds, migration), :mod:`~pipeline.search.island` (the actor),
 :mod:`~pipeline.search.backends` (Ray actors or in-process), :mod:`~pipeline.search.driver` (the round loop),
@@ -10,7 +10,6 @@ is given, the progress bar, ``on_round``) and runs :class:`~pipeline.search.driv
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,28 +20,26 @@ from e3d.spec import ArchSpec
 from . import checkpoint as ck
 from .callbacks import ProgressBar, RoundFunction, RoundInfo, SearchCallback
 from .driver import DistributedResult, IslandDriver
-from .plan import IslandSettings, plan_rounds
+from .plan import IslandOptions, IslandSettings, plan_rounds
 
 __all__ = ["run_distributed_search"]
 
 
 def run_distributed_search(
-    config: SearchConfig | None = None, *, out_dir: str | Path, actors: int | None = None,
-    chunk_iterations: int | None = None, rounds: int | None = None, migration_interval: int | None = None,
-    migration_size: int | None = None, cpus_per_actor: float = 1.0, resources: dict[str, float] | None = None,
-    spread: bool = True, backend: str = "ray", max_restarts: int = 3, tracking: Any = None, resume: bool = False,
-    overwrite: bool = False, seed: int | None = None, initial: ArchSpec | Sequence[ArchSpec] | None = None,
-    filesystem: Any = None, progress: bool | None = None, on_round: Callable[[RoundInfo], Any] | None = None,
-    mlflow_run_name: str | None = None, run_tags: dict[str, str] | None = None,
-    callbacks: Sequence[SearchCallback] = (),
+    config: SearchConfig | None = None, *, out_dir: str | Path, islands: IslandOptions = IslandOptions(),
+    tracking: Any = None, resume: bool = False, overwrite: bool = False, seed: int | None = None,
+    initial: ArchSpec | Sequence[ArchSpec] | None = None, filesystem: Any = None, progress: bool | None = None,
+    on_round: Callable[[RoundInfo], Any] | None = None, mlflow_run_name: str | None = None,
+    run_tags: dict[str, str] | None = None, callbacks: Sequence[SearchCallback] = (), **options: Any,
 ) -> DistributedResult:
     """Run (or, with ``resume=True``, continue) the island search; write the outputs under ``out_dir``.
 
     ``config``: the e3d search settings (``iterations`` is the total over all islands, ``population_size``
     the total over all islands); with ``resume`` it may be None (the checkpoint's is used) and must
-    otherwise equal the checkpoint's. ``actors`` (default 2), ``chunk_iterations`` (default 25 000; or give
-    ``rounds`` instead), ``migration_interval`` (1) and ``migration_size`` (4): see :class:`IslandSettings`;
-    on resume they default to the checkpoint's and must match it. ``out_dir``: local path or pyarrow
+    otherwise equal the checkpoint's. ``islands``: the :class:`IslandOptions` (``actors`` default 2,
+    ``chunk_iterations`` 25 000 or ``rounds`` instead, ``migration_interval`` 1, ``migration_size`` 4, the
+    placement); ``**options`` are its fields given one by one (``actors=4``), over ``islands``. On resume the
+    result-changing ones default to the checkpoint's and must match it. ``out_dir``: local path or pyarrow
     filesystem URI (or a path on ``filesystem``). ``tracking``: a :class:`pipeline.tracking.Tracking`
     (MLflow) or None. ``seed`` overrides ``config.seed``. ``on_round(RoundInfo)`` runs after every round
     (Tune reports from there); ``callbacks``: more :class:`SearchCallback` s. Refuses to start over an
@@ -50,23 +47,20 @@ def run_distributed_search(
     (default ``<search name>-islands<N>``) and extra tags. ``initial``: the initial structure or population
     (default ``config.initial_spec()``).
     """
+    islands = replace(islands, **options)
     fs, root = ck.resolve_fs(out_dir, filesystem)
-    result_settings = {"actors": actors, "chunk_iterations": chunk_iterations,
-                       "migration_interval": migration_interval, "migration_size": migration_size}
-    placement = {"cpus_per_actor": cpus_per_actor, "resources": resources, "spread": spread, "backend": backend,
-                 "max_restarts": max_restarts}
     checkpoint = None
     if resume:
         checkpoint = _load_for_resume(fs, root, out_dir)
         config = _resumed_config(checkpoint, config, seed)
-        settings = _resumed_settings(checkpoint, config, result_settings, rounds, placement)
+        settings = _resumed_settings(checkpoint, config, islands)
     else:
         if config is None:
             raise ValueError("config is required unless resuming")
         _clear_for_fresh_start(fs, root, out_dir, overwrite)
         if seed is not None:
             config = replace(config, seed=seed)
-        settings = _fresh_settings(config, result_settings, rounds, placement)
+        settings = islands.fresh(config)
 
     hooks: list[SearchCallback] = []
     if tracking is not None:
@@ -116,29 +110,14 @@ def _resumed_config(checkpoint: ck.Checkpoint, given: SearchConfig | None, seed:
     return stored
 
 
-def _resumed_settings(checkpoint: ck.Checkpoint, config: SearchConfig, given: dict[str, Any], rounds: int | None,
-                      placement: dict[str, Any]) -> IslandSettings:
+def _resumed_settings(checkpoint: ck.Checkpoint, config: SearchConfig, islands: IslandOptions) -> IslandSettings:
     """The checkpoint's settings with this run's placement; given result-changing settings must match."""
     stored = IslandSettings.from_dict(checkpoint.settings)
-    clash = [f"{k}: checkpoint {getattr(stored, k)!r} vs given {v!r}" for k, v in given.items()
-             if v is not None and v != getattr(stored, k)]
+    clash = [f"{k}: checkpoint {getattr(stored, k)!r} vs given {v!r}" for k, v in islands.given().items()
+             if v != getattr(stored, k)]
     planned = plan_rounds(config.iterations, stored.actors, stored.chunk_iterations)
-    if rounds is not None and rounds != planned:
-        clash.append(f"rounds: checkpoint plans {planned}, given {rounds}")
+    if islands.rounds is not None and islands.rounds != planned:
+        clash.append(f"rounds: checkpoint plans {planned}, given {islands.rounds}")
     if clash:
         raise ck.CheckpointError("settings differ from the checkpoint's (they change the result): " + "; ".join(clash))
-    return replace(stored, **placement)
-
-
-def _fresh_settings(config: SearchConfig, given: dict[str, Any], rounds: int | None,
-                    placement: dict[str, Any]) -> IslandSettings:
-    """Settings from the given values and the defaults; ``rounds`` sets the chunk when no chunk is given."""
-    actors = given["actors"] if given["actors"] is not None else 2
-    if rounds is not None and given["chunk_iterations"] is not None:
-        raise ValueError("give chunk_iterations or rounds, not both")
-    chunk = given["chunk_iterations"] or (max(1, math.ceil(config.iterations / (actors * rounds))) if rounds
-                                          else IslandSettings.chunk_iterations)
-    return IslandSettings(
-        actors=actors, chunk_iterations=chunk,
-        migration_interval=given["migration_interval"] if given["migration_interval"] is not None else 1,
-        migration_size=given["migration_size"] if given["migration_size"] is not None else 4, **placement)
+    return replace(stored, **islands.placement_settings())

@@ -64,6 +64,48 @@ class IslandSettings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+RESULT_FIELDS = ("actors", "chunk_iterations", "migration_interval", "migration_size")  # they change the result
+PLACEMENT_FIELDS = ("cpus_per_actor", "resources", "spread", "backend", "max_restarts")
+
+
+@dataclass(frozen=True)
+class IslandOptions:
+    """The island settings as given (the jobs' ``--actors``, ``--chunk-iterations``, ...), handed down whole and
+    resolved once by the search into :class:`IslandSettings`. The four that change the result may be None: the
+    default (:class:`IslandSettings`'s) in a new search, the checkpoint's in a resumed one. ``rounds`` sets the
+    chunk instead of ``chunk_iterations``. The others place the work (see :class:`IslandSettings`)."""
+
+    actors: int | None = None
+    chunk_iterations: int | None = None
+    rounds: int | None = None
+    migration_interval: int | None = None
+    migration_size: int | None = None
+    cpus_per_actor: float = 1.0
+    resources: dict[str, float] | None = None
+    spread: bool = True
+    backend: str = "ray"
+    max_restarts: int = 3
+
+    def given(self) -> dict[str, int]:
+        """The result-changing settings that were given."""
+        return {k: getattr(self, k) for k in RESULT_FIELDS if getattr(self, k) is not None}
+
+    def placement_settings(self) -> dict[str, Any]:
+        """The settings that only place the work."""
+        return {k: getattr(self, k) for k in PLACEMENT_FIELDS}
+
+    def fresh(self, config: SearchConfig) -> "IslandSettings":
+        """The settings of a new search of ``config``: the given ones, :class:`IslandSettings`'s defaults for the
+        rest (``rounds``: the chunk that makes that many rounds)."""
+        given = self.given()
+        if self.rounds is not None:
+            if "chunk_iterations" in given:
+                raise ValueError("give chunk_iterations or rounds, not both")
+            actors = given.get("actors", IslandSettings.actors)
+            given["chunk_iterations"] = max(1, math.ceil(config.iterations / (actors * self.rounds)))
+        return IslandSettings(**given, **self.placement_settings())
+
+
 def island_seed(seed: int, island: int) -> int:
     """Island 0 keeps ``seed`` (one island = the single-process search); others draw from SeedSequence."""
     if island == 0:
