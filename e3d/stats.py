@@ -1,4 +1,5 @@
-"""Statistics for small evaluation sets, in plain numpy: bootstrap intervals over videos and seeds.
+"""Statistics for small evaluation sets, in numpy (scipy for two rank tests): bootstrap intervals over videos and
+seeds, and rank statistics (how well one quantity orders models by another).
 
 A comparison evaluates every network on the same validation videos, so two arms are compared *paired*:
 video by video, seed by seed. The data of one arm is a matrix ``correct[seed, video]`` (1 where the
@@ -12,10 +13,18 @@ with replacement, then videos with replacement, the same draws for both arms of 
 
 Every draw is a pair of multinomial count vectors (how often each seed and each video was drawn), so a
 resampled mean is ``cs @ X @ cv / (S * V)``: 10 000 draws of 3 seeds x 111 videos take milliseconds.
+
+Rank statistics (the proxy study's, for any predictor of accuracy, e.g. a proxy or the accuracy after one epoch):
+
+    kendall(x, y), spearman(x, y)                     # Kendall's tau-b and Spearman's rho; NaN where undefined
+    lo, hi = bootstrap_ci(x, y, kendall, n_boot=1000) # percentile interval over models resampled with replacement
+    top_k_hit_rate(x, y, k)                           # of x's top k, the share among y's top k
+    tau, bins = binned_kendall(x, y, flops, 3)        # tau within FLOPs bins, weighted by their pairs
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -68,3 +77,103 @@ def paired_bootstrap(arm: Sequence[Sequence[float]] | np.ndarray, baseline: Sequ
     draws = resample_means(a - b, n_boot=n_boot, seed=seed)
     p_better = float(np.mean(draws > 0) + 0.5 * np.mean(draws == 0))
     return float((a - b).mean()), _interval(draws, level), p_better
+
+
+# -- rank statistics ----------------------------------------------------------------------------------------
+def kendall(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (ties in either variable accounted); NaN when a variable is constant or n < 2."""
+    from scipy.stats import kendalltau
+
+    if len(x) < 2:
+        return math.nan
+    return float(kendalltau(x, y).statistic)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho (average ranks for ties); NaN when a variable is constant or n < 2."""
+    from scipy.stats import spearmanr
+
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of every row pair of ``x``, ``y`` (shape ``(B, n)``) at once; NaN where undefined.
+    The same statistic as :func:`kendall` (``scipy.stats.kendalltau``), vectorised for the bootstrap."""
+    sx = np.sign(x[:, :, None] - x[:, None, :])
+    sy = np.sign(y[:, :, None] - y[:, None, :])
+    n = x.shape[1]
+    pairs = n * (n - 1) / 2
+    concordance = (sx * sy).sum(axis=(1, 2)) / 2
+    untied_x = pairs - (sx == 0).sum(axis=(1, 2)) / 2 + n / 2  # the diagonal is not a pair
+    untied_y = pairs - (sy == 0).sum(axis=(1, 2)) / 2 + n / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((untied_x > 0) & (untied_y > 0), concordance / np.sqrt(untied_x * untied_y), np.nan)
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of every row pair (average ranks for ties), vectorised; NaN where undefined."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
+
+
+_ROWS = {"kendall": kendall_rows, "spearman": spearman_rows}
+
+
+def bootstrap_ci(x: Sequence[float], y: Sequence[float], stat: Callable[[Sequence[float], Sequence[float]], float],
+                 *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat`` (:func:`kendall` or :func:`spearman`, computed vectorised
+    over the resamples) over models resampled with replacement; resamples where the statistic is undefined
+    (e.g. constant accuracy) are dropped. Widened to contain the point estimate when the bootstrap
+    distribution lies on one side of it (only with very few models). NaN when undefined."""
+    x_a, y_a = np.asarray(x, float), np.asarray(y, float)
+    point = stat(x_a, y_a)
+    if len(x_a) < 3 or not math.isfinite(point):
+        return (math.nan, math.nan)
+    idx = np.random.default_rng(seed).integers(0, len(x_a), (n_boot, len(x_a)))
+    values = _ROWS[stat.__name__](x_a[idx], y_a[idx])
+    values = values[np.isfinite(values)]
+    if len(values) < max(10, n_boot // 10):
+        return (math.nan, math.nan)
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return (float(min(lo, point)), float(max(hi, point)))
+
+
+def top_k_hit_rate(x: Sequence[float], y: Sequence[float], k: int) -> float:
+    """Of the ``k`` models the proxy ranks highest, the fraction that are among the ``k`` most accurate (a
+    model tied with the k-th best accuracy counts as among them)."""
+    if len(x) < k or k < 1 or len(set(y)) < 2:  # equal accuracies: nothing to hit
+        return math.nan
+    order = sorted(range(len(x)), key=lambda i: -x[i])[:k]
+    kth = sorted(y, reverse=True)[k - 1]
+    return sum(1 for i in order if y[i] >= kth) / k
+
+
+def flops_bins(flops: Sequence[float], bins: int) -> list[list[int]]:
+    """Model indices split into ``bins`` consecutive groups of (nearly) equal size by FLOPs."""
+    order = sorted(range(len(flops)), key=lambda i: flops[i])
+    return [list(chunk) for chunk in np.array_split(order, bins) if len(chunk)]
+
+
+def binned_kendall(x: Sequence[float], y: Sequence[float], flops: Sequence[float], bins: int
+                   ) -> tuple[float, list[dict[str, Any]]]:
+    """Kendall's tau within each FLOPs bin of at least 3 models, and their mean weighted by the number of
+    pairs in each bin: how well the proxy orders models of similar FLOPs."""
+    detail, num, den = [], 0.0, 0
+    for idx in flops_bins(flops, bins):
+        xs, ys = [x[i] for i in idx], [y[i] for i in idx]
+        tau = kendall(xs, ys) if len(idx) >= 3 else math.nan
+        detail.append({"gflops": [min(flops[i] for i in idx), max(flops[i] for i in idx)], "n": len(idx),
+                       "kendall_tau": tau, "spearman_rho": spearman(xs, ys) if len(idx) >= 3 else math.nan})
+        if math.isfinite(tau):
+            pairs = len(idx) * (len(idx) - 1) // 2
+            num += tau * pairs
+            den += pairs
+    return (num / den if den else math.nan), detail

@@ -396,9 +396,9 @@ def test_prepare_job_console_shows_its_own_lines_only(tmp_path):
 
 
 def test_corrupt_job_study_and_prepare_records_are_set_aside(tmp_path):
-    from pipeline.proxy_study import _read_json
+    from pipeline.proxy_study.state import read_json as _read_json
     from pipeline.search_and_train import read_job_state
-    from pipeline.video.prepare import _load_records
+    from pipeline.video.prepare.records import load_records as _load_records
 
     job = tmp_path / "job.json"
     write_json(job, {"parent_run_id": "r1"})

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from pipeline.proxy_study import (StudyConfig, StudyError, binned_kendall, bootstrap_ci, correlate, epoch_budgets,
-                                  kendall, sample_specs, spearman, top_k_hit_rate)
+from e3d.stats import binned_kendall, bootstrap_ci, kendall, spearman, top_k_hit_rate
+from pipeline.proxy_study import StudyConfig, StudyError, correlate, epoch_budgets, sample_specs
 
 sys.path.insert(0, str(REPO / "jobs"))
 REQUIRED_KEYS = {"kendall_tau", "kendall_ci", "spearman_rho", "spearman_ci", "binned_kendall_tau"}
@@ -67,7 +67,7 @@ def test_rank_statistics_and_intervals():
 def test_vectorised_statistics_equal_scipy():
     import numpy as np
 
-    from pipeline.proxy_study import kendall_rows, spearman_rows
+    from e3d.stats import kendall_rows, spearman_rows
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 5, (40, 9)).astype(float)  # many ties
