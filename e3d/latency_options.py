@@ -11,6 +11,7 @@ import os
 import re
 import statistics
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 BACKENDS = ("torch", "onnxruntime")
@@ -61,3 +62,23 @@ def add_latency_arguments(parser: argparse.ArgumentParser, *, budget: bool = Tru
     g.add_argument("--latency-clock", choices=tuple(CLOCKS), default="wall",
                    help="wall (default) or cpu: this thread's CPU time (threads 1), which time the process spends "
                         "descheduled on a shared CPU does not inflate")
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """The latency table's options (:func:`add_latency_arguments`, without the budget), built once from the
+    command line and handed down whole (picklable, for Ray): :func:`e3d.latency.table_from_args` reads them."""
+
+    latency_device: str = "cpu"
+    latency_backend: str = "torch"
+    latency_threads: int = 1
+    latency_resource: str | None = None
+    latency_cache: str | None = None
+    latency_predictor: str = "measure"
+    latency_runs: int = 10
+    latency_stat: str = "median"
+    latency_clock: str = "wall"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "LatencySettings":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .evolution import PRESETS
+from .latency_options import LatencySettings
 from .strategy import Budget, Clip, RequestError, SearchRequest, SearchStrategy, get_strategy, strategy_names
 
 _SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
@@ -231,19 +232,14 @@ def add_search_options(parser: argparse.ArgumentParser, defaults: SearchDefaults
     return parser
 
 
-LATENCY_ARGS = ("latency_device", "latency_backend", "latency_threads", "latency_resource", "latency_cache",
-                "latency_clock", "latency_stat",
-                "latency_predictor", "latency_runs")
-
-
-def latency_settings(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The latency table's settings when ``--budget-latency`` is given (picklable; see :func:`latency_predictor`)."""
+def latency_settings(args: argparse.Namespace) -> LatencySettings | None:
+    """The latency table's settings when ``--budget-latency`` is given (see :func:`latency_predictor`)."""
     if getattr(args, "budget_latency", None) is None:
         return None
-    return {k: getattr(args, k) for k in LATENCY_ARGS}
+    return LatencySettings.from_args(args)
 
 
-def latency_predictor(settings: Mapping[str, Any] | None, request: SearchRequest, seed_specs: Any = ()) -> Any:
+def latency_predictor(settings: LatencySettings | None, request: SearchRequest, seed_specs: Any = ()) -> Any:
     """The per-block latency table for the request's clip (None without settings): what
     ``SearchContext.latency`` takes. ``seed_specs`` are measured first."""
     if settings is None:
@@ -253,11 +249,11 @@ def latency_predictor(settings: Mapping[str, Any] | None, request: SearchRequest
     from .latency import table_from_args  # noqa: PLC0415
 
     seeds = list(seed_specs)
-    if settings.get("latency_predictor") == "estimate" and not seeds:  # its per-op model needs measured blocks
+    if settings.latency_predictor == "estimate" and not seeds:  # its per-op model needs measured blocks
         sample = SearchRequest(budget=replace(request.budget, latency_ms=None), clip=request.clip, seed=request.seed,
                                options={"samples": 8})
         seeds = [c.spec for c in get_strategy("random").search(sample).candidates]
-    return table_from_args(argparse.Namespace(**settings), request.clip.frames, request.clip.size, seed_specs=seeds)
+    return table_from_args(settings, request.clip.frames, request.clip.size, seed_specs=seeds)
 
 
 def add_clip_options(parser: argparse.ArgumentParser, defaults: SearchDefaults = PAPER) -> argparse.ArgumentParser:
