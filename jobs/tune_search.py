@@ -15,7 +15,6 @@ Exit status 2: a bad option (the line names it); 28: the disk is full (one line;
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -91,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_with_config(parser, argv)
     from e3d.strategies.evolution import search_config  # noqa: PLC0415
-    from pipeline.search.tune_search import TuneSettings, tune_search  # noqa: PLC0415
+    from e3d.strategy import get_strategy  # noqa: PLC0415
+    from pipeline.search.tune_search import TuneSettings, run_tune_job  # noqa: PLC0415
 
-    if args.strategy != "evolution":
+    if not getattr(get_strategy(args.strategy), "tunable", False):
         parser.error(f"argument --strategy: Tune tunes the evolutionary search's settings, not {args.strategy!r}")
     base = search_config(search_request(parser, args, defaults=PAPER)[1])
     choices = {k: v for k, v in (("population_sizes", args.populations), ("islands", args.islands),
@@ -109,26 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument {_option_of(str(exc))}: {exc}")
     check_free_space(args.out, RECORDS_BYTES, f"{args.samples} trials' records and the MLflow store")
     init_ray(args)
-    try:
-        outcome = tune_search(base, settings, out_dir=args.out, tracking=tracking_from_args(args, args.out),
-                              verbose=args.tune_verbose)
-    except ValueError as exc:  # e.g. a trial that can never fit the cluster
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    stopped = sum(t["stopped_early"] for t in outcome.trials)
-    print(f"\n{len(outcome.trials)} trials ({stopped} stopped early by ASHA) in {outcome.wall_s:.1f} s; "
-          f"best score {outcome.best_score:.4f} (trial {outcome.best_trial_id}):", file=sys.stderr)
-    for k, v in outcome.best_params.items():
-        print(f"  {k:20s} {v:.4f}" if isinstance(v, float) else f"  {k:20s} {v}", file=sys.stderr)
-    print(f"  mutation_probs       {', '.join(f'{p:.3f}' for p in outcome.best_config.space_settings.mutation_probs)} "
-          f"(kernel, width, bottleneck, depth; normalised)", file=sys.stderr)
-    print(f"rerun at full length:\n  {outcome.command()}", file=sys.stderr)
-    for key, path in outcome.files.items():
-        print(f"  {key:14s} {path}", file=sys.stderr)
-    print(json.dumps({"best_score": outcome.best_score, "trial_id": outcome.best_trial_id,
-                      "hyperparameters": outcome.best_params, "island_settings": outcome.best_islands,
-                      "best_settings": outcome.files.get("best_settings")}))
-    return 0
+    return run_tune_job(base, settings, out_dir=args.out, tracking=tracking_from_args(args, args.out),
+                        verbose=args.tune_verbose)
 
 
 if __name__ == "__main__":

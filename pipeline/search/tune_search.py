@@ -254,6 +254,33 @@ def tune_search(base: SearchConfig, settings: TuneSettings = TuneSettings(), *, 
         return outcome
 
 
+def run_tune_job(base: SearchConfig, settings: TuneSettings, *, out_dir: str, tracking: Any = None,
+                 verbose: int = 0) -> int:
+    """``jobs/tune_search.py``: tune, print the winner (and the ``jobs/search.py`` command that runs it at full
+    length), the JSON summary last; exit status 2 when no trial can run (e.g. it never fits the cluster)."""
+    import sys  # noqa: PLC0415
+
+    try:
+        outcome = tune_search(base, settings, out_dir=out_dir, tracking=tracking, verbose=verbose)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stopped = sum(t["stopped_early"] for t in outcome.trials)
+    print(f"\n{len(outcome.trials)} trials ({stopped} stopped early by ASHA) in {outcome.wall_s:.1f} s; "
+          f"best score {outcome.best_score:.4f} (trial {outcome.best_trial_id}):", file=sys.stderr)
+    for k, v in outcome.best_params.items():
+        print(f"  {k:20s} {v:.4f}" if isinstance(v, float) else f"  {k:20s} {v}", file=sys.stderr)
+    print(f"  mutation_probs       {', '.join(f'{p:.3f}' for p in outcome.best_config.space_settings.mutation_probs)} "
+          f"(kernel, width, bottleneck, depth; normalised)", file=sys.stderr)
+    print(f"rerun at full length:\n  {outcome.command()}", file=sys.stderr)
+    for key, path in outcome.files.items():
+        print(f"  {key:14s} {path}", file=sys.stderr)
+    print(json.dumps({"best_score": outcome.best_score, "trial_id": outcome.best_trial_id,
+                      "hyperparameters": outcome.best_params, "island_settings": outcome.best_islands,
+                      "best_settings": outcome.files.get("best_settings")}))
+    return 0
+
+
 def _trial_rows(grid: Any, budget: int) -> list[dict[str, Any]]:
     rows = []
     for index, result in enumerate(grid):
