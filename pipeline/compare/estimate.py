@@ -95,7 +95,7 @@ def estimate_hours(config: Any, plan: Any, dataset: Any) -> dict[str, Any]:
     from e3d.strategies.random import RandomSearch  # noqa: PLC0415
     from e3d.strategy import SearchRequest  # noqa: PLC0415
 
-    from .run import winner  # noqa: PLC0415
+    from e3d.zoo import get  # noqa: PLC0415
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
     settings = config.search_settings(len(dataset.classes))
@@ -121,10 +121,9 @@ def estimate_hours(config: Any, plan: Any, dataset: Any) -> dict[str, Any]:
         epoch = n_train * (step / batch + data_share) + len(dataset.val) * (forward + data_share)
         return config.recipe.epochs * epoch + views * (forward + data_share) + FIT_OVERHEAD_S
 
-    out = None  # zoo networks are timed as themselves, searched arms as the typical network
     train_s = 0.0
-    for arm, seed in plan.trainings:
-        spec = winner(config, out, arm, seed)[0] if not arm.searches else typical
+    for arm, _seed in plan.trainings:  # zoo networks are timed as themselves, searched arms as the typical network
+        spec = typical if arm.searches else get(arm.zoo).with_input(config.clip.frames, config.clip.size)
         train_s += training_s(spec)
     search_s, free_s = 0.0, {}
     step, _ = network_time(typical)
