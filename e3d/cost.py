@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .channels import round_channels
 from .spec import ArchSpec
 
 
 def se_width(bottleneck: int) -> int:
     """SE hidden width: 1/16 of the bottleneck rounded to a multiple of 8, at least 8 (X3D's round_width)."""
     width = bottleneck / 16
-    out = max(8, int(width + 4) // 8 * 8)
+    out = round_channels(width, 8, ties="up")
     return out + 8 if out < 0.9 * width else out
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from itertools import accumulate
 from typing import Sequence
 
+from .channels import round_channels
 from .spec import ArchSpec, ConvSpec, SpecError, StageSpec, Triple, validate
 
 StageGene = tuple[int, int, int, int, int]  # kt, k, out, bottleneck, layers
@@ -146,8 +147,7 @@ class SearchSpace(SpaceSettings):
 
         Ties-to-even reproduces Table 9: 1.5 x 24 -> 32, 1.5 x 120 -> 176, 2.5 x 184 -> 464.
         """
-        step = self.width_step
-        return min(self.width_max, max(self.width_min, step * round(x / step)))
+        return round_channels(x, self.width_step, ties="even", low=self.width_min, high=self.width_max)
 
     def _width_moves(self, w: int) -> tuple[int, ...]:
         """New widths reachable from ``w``, one per multiplier that changes it."""

@@ -29,6 +29,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
+from ..channels import round_channels
 from ..cost import ceil_div
 from ..families.r2plus1d import op_cost
 from ..spec import ArchSpec, ConvSpec, StageSpec, make_extra, validate
@@ -45,11 +46,6 @@ TABLE1_STEM, TABLE1_HEAD = 32, 512
 
 def op_name(op: int) -> str:
     return "skip" if op == SKIP else f"d{op}"
-
-
-def round_width(width: float, divisor: int) -> int:
-    """The nearest multiple of ``divisor`` (at least ``divisor``)."""
-    return max(divisor, int(width / divisor + 0.5) * divisor)
 
 
 @dataclass(frozen=True)
@@ -203,9 +199,13 @@ def table1_space(frames: int = 16, size: int = 224, num_classes: int = 400, *, w
         raise ValueError(f"max_stack and strides need one value per searched stage ({n})")
     if fixed_stack is not None and len(fixed_stack) != n:
         raise ValueError(f"fixed_stack needs one value per searched stage ({n})")
+
+    def width(w: int) -> int:  # a tie up, as the measured searches ran
+        return round_channels(w * width_mult, width_divisor, ties="up")
+
     stages = []
     for k, ((widths, _, _), cap, stride) in enumerate(zip(TABLE1, caps, strides)):
-        scaled = tuple(dict.fromkeys(round_width(w * width_mult, width_divisor) for w in widths))
+        scaled = tuple(dict.fromkeys(width(w) for w in widths))
         if not search_channels:
             scaled = (scaled[len(scaled) // 2],)
         layers = cap if search_depth or fixed_stack is None else fixed_stack[k]
@@ -213,9 +213,8 @@ def table1_space(frames: int = 16, size: int = 224, num_classes: int = 400, *, w
     dil = (1, 2, 4) if search_ops else (1,)
     ops = dil + ((SKIP,) if search_depth else ())
     return DnasSpace(frames=frames, size=size, stages=tuple(stages), num_classes=num_classes,
-                     stem_width=round_width(TABLE1_STEM * width_mult, width_divisor), stem_kernel=stem_kernel,
-                     head_width=round_width(TABLE1_HEAD * width_mult, width_divisor), hidden=hidden, ops=ops,
-                     mid_ratio=mid_ratio)
+                     stem_width=width(TABLE1_STEM), stem_kernel=stem_kernel, head_width=width(TABLE1_HEAD),
+                     hidden=hidden, ops=ops, mid_ratio=mid_ratio)
 
 
 # -- Eq. 4 ---------------------------------------------------------------------------------------------
@@ -333,4 +332,4 @@ def uniform_weights(space: DnasSpace):
 
 __all__ = ["SKIP", "ALL_OPS", "TABLE1", "StageSpace", "DnasSpace", "CostTables", "table1_space", "expected_flops",
            "k_best_paths", "brute_force_paths", "Derived", "argmax_ops", "derive", "one_hot_weights",
-           "uniform_weights", "op_name", "round_width"]
+           "uniform_weights", "op_name"]

@@ -6,25 +6,25 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from ..channels import round_channels
 from ..cost import cost
 from ..families.fused import block_units, default_unit, with_fusion
 from ..spec import ArchSpec, ConvSpec
 from ..strategy import Budget
 
 
-def round8(x: float) -> int:
-    return max(8, int(round(x / 8.0)) * 8)
-
-
 def scale_widths(spec: ArchSpec, factor: float) -> ArchSpec:
-    """Every width (stem, stage outputs and bottlenecks, head) times ``factor``, rounded to multiples of 8."""
+    """Every width (stem, stage outputs and bottlenecks, head) times ``factor``, rounded to multiples of 8 (a tie
+    to the even one), at least 8."""
     if factor == 1.0:
         return spec
-    stages = tuple(replace(s, out=round8(s.out * factor), bottleneck=round8(s.bottleneck * factor))
-                   for s in spec.stages)
+    def width(w: int) -> int:
+        return round_channels(w * factor, 8, ties="even")
+
+    stages = tuple(replace(s, out=width(s.out), bottleneck=width(s.bottleneck)) for s in spec.stages)
     stem, head = spec.stem, spec.head
-    return spec.replace(stem=ConvSpec(stem.kernel, round8(stem.out * factor), stem.stride), stages=stages,
-                        head=ConvSpec(head.kernel, round8(head.out * factor), head.stride))
+    return spec.replace(stem=ConvSpec(stem.kernel, width(stem.out), stem.stride), stages=stages,
+                        head=ConvSpec(head.kernel, width(head.out), head.stride))
 
 
 def fused(spec: ArchSpec, units: list[Any], name: str, *, kt: int = 3) -> ArchSpec:

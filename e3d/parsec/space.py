@@ -10,21 +10,19 @@ import random
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
+from ..channels import round_channels
 from ..families.twostream import FUSION_OPS, network_cost
 from ..spec import ArchSpec, ConvSpec, StageSpec, make_extra
 
 Kernel = tuple[int, int, int]
 
 
-def round8(x: float) -> int:
-    """A width: the nearest multiple of 8, at least 8."""
-    return max(8, int(x + 4) // 8 * 8)
-
 @dataclass(frozen=True)
 class SpaceConfig:
     """The two-stream search space (the options of the same names). Stages are strided 2 after a stride-2
     stem; a stage of base width ``w`` offers widths ``round8(w * m)`` for ``m`` in ``width_mults`` (the
-    dense stream: ``round8(w * dense_ratio * m)``), bottleneck ``round8(expansion * width)``."""
+    dense stream: ``round8(w * dense_ratio * m)``), bottleneck ``round8(expansion * width)``; ``round8`` is
+    :func:`~e3d.channels.round_channels` to a multiple of 8, a tie up."""
 
     alpha: int = 4
     stem: int = 16
@@ -111,12 +109,14 @@ class TwoStreamSpace:
             raise ValueError("resolve width_scale='auto' first (auto_width_scale)")
         self.config, self.frames, self.size, self.num_classes = config, frames, size, num_classes
         c, s = config, float(config.width_scale)
-        self.stem, self.dense_stem = round8(c.stem * s), round8(c.dense_stem * s)
+        self.stem = round_channels(c.stem * s, 8, ties="up")
+        self.dense_stem = round_channels(c.dense_stem * s, 8, ties="up")
         self.variables: list[Variable] = []
         kernels = tuple(k for k in c.kernels if k[0] <= frames) or (min(c.kernels),)
         for i, w in enumerate(c.widths):
-            sparse_w = tuple(sorted({round8(w * s * m) for m in c.width_mults}))
-            dense_w = tuple(sorted({round8(w * s * c.dense_ratio * m) for m in c.width_mults}))
+            sparse_w = tuple(sorted({round_channels(w * s * m, 8, ties="up") for m in c.width_mults}))
+            dense_w = tuple(sorted({round_channels(w * s * c.dense_ratio * m, 8, ties="up")
+                                    for m in c.width_mults}))
             self.variables += [Variable(f"sparse{i}.kernel", kernels), Variable(f"sparse{i}.width", sparse_w),
                                Variable(f"sparse{i}.depth", tuple(c.depths)),
                                Variable(f"dense{i}.kernel", kernels), Variable(f"dense{i}.width", dense_w),
@@ -141,7 +141,8 @@ class TwoStreamSpace:
         st = self._stages.get(key)
         if st is None:
             st = self._stages[key] = StageSpec(kernel=kernel, out=width, layers=depth, stride=(1, 2, 2),
-                                               bottleneck=round8(self.config.expansion * width))
+                                               bottleneck=round_channels(self.config.expansion * width, 8,
+                                                                                     ties="up"))
         return st
 
     def parts(self, index: Sequence[int]) -> tuple[tuple[StageSpec, ...], tuple[StageSpec, ...], tuple[str, ...]]:

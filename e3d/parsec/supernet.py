@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..blocks import Classifier, conv_bn, strided_avg_pool
+from ..channels import round_channels
 from ..cost import has_se, se_width
 from ..families.twostream import TCONV_KERNEL, view
 from ..spec import ArchSpec, StageSpec
-from .space import TwoStreamSpace, round8
+from .space import TwoStreamSpace
 
 
 class SlicedBN(nn.BatchNorm3d):
@@ -160,8 +161,8 @@ class TwoStreamSupernet(nn.Module):
         c_s, c_d = space.stem, space.dense_stem
         for i in range(space.n_stages):
             ws, wd = widest[f"sparse{i}.width"], widest[f"dense{i}.width"]
-            stages.append(SlicedStage(c_s, round8(c.expansion * ws), ws, depth, kernel))
-            dense.append(SlicedStage(c_d, round8(c.expansion * wd), wd, depth, kernel))
+            stages.append(SlicedStage(c_s, round_channels(c.expansion * ws, 8, ties="up"), ws, depth, kernel))
+            dense.append(SlicedStage(c_d, round_channels(c.expansion * wd, 8, ties="up"), wd, depth, kernel))
             fusions.append(FusionPoint(wd, ws, c.alpha))
             c_s, c_d = ws, wd
         self.stages, self.dense_stages = nn.ModuleList(stages), nn.ModuleList(dense)

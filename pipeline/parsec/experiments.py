@@ -212,18 +212,21 @@ def evolution_initial(out: Path, frames: int, size: int, budget: float) -> str |
     else Table 8 at half its widths (head included), written to ``out/evolution-initial.json``: small clips
     make the default start too dear for small budgets."""
     from e3d import zoo
+    from e3d.channels import round_channels
     from e3d.cost import cost
     from e3d.spec import save_specs
-    from e3d.parsec.space import round8
+
+    def halved(width: int) -> int:
+        return round_channels(width / 2, 8, ties="up")
 
     spec = zoo.initial_structure("S").with_input(frames, size)
     if cost(spec).flops <= budget / 2:
         return None
-    half = spec.replace(name="E3D-init-half", stem=spec.stem.__class__(spec.stem.kernel, round8(spec.stem.out / 2),
+    half = spec.replace(name="E3D-init-half", stem=spec.stem.__class__(spec.stem.kernel, halved(spec.stem.out),
                                                                       spec.stem.stride),
-                        stages=tuple(s.__class__(s.kernel, round8(s.out / 2), round8(s.bottleneck / 2), s.layers,
-                                                 s.stride) for s in spec.stages),
-                        head=spec.head.__class__(spec.head.kernel, round8(spec.head.out / 2), spec.head.stride))
+                        stages=tuple(s.__class__(s.kernel, halved(s.out), halved(s.bottleneck), s.layers, s.stride)
+                                     for s in spec.stages),
+                        head=spec.head.__class__(spec.head.kernel, halved(spec.head.out), spec.head.stride))
     path = out / "evolution-initial.json"
     save_specs(half, path)
     return str(path)
