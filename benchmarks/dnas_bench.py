@@ -31,6 +31,7 @@ UCF_SPACE = SMALL_SPACE | {"width_mult": 0.375}
 
 def lambda_sweep(args: argparse.Namespace) -> list[dict]:
     from e3d.strategy import Budget, Clip, SearchContext, SearchRequest, get_strategy
+    from pipeline.context import RayTrainer
     from pipeline.options import init_ray
     from pipeline.search_and_train import DataConfig, demo_clip, load_data
 
@@ -45,7 +46,7 @@ def lambda_sweep(args: argparse.Namespace) -> list[dict]:
         request = SearchRequest(budget=Budget(), clip=Clip(clip.frames, clip.size), seed=args.seed,
                                 num_classes=len(dataset.classes), options=options, out_dir=str(out / f"lam-{lam:g}"))
         t0 = time.perf_counter()
-        outcome = get_strategy("dnas").search(request, SearchContext(dataset=dataset, clip=clip))
+        outcome = get_strategy("dnas").search(request, SearchContext(dataset=dataset, clip=clip, trainer=RayTrainer()))
         best, last = outcome.best, outcome.history[-1]
         row = {"lam": lam, "derived_gflops": best.flops / 1e9, "mparams": best.params / 1e6,
                "expected_gflops": last["expected_gflops"], "widths": "-".join(map(str, best.spec.widths)),

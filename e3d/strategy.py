@@ -6,8 +6,9 @@
 
 Everything downstream (candidate selection, training, the summary, MLflow) consumes a
 :class:`SearchOutcome` and never asks which strategy made it. A strategy declares what it ``needs``:
-``("cpu",)`` for the training-free ones, ``("data", "training")`` for those that train a supernet and
-read :attr:`SearchContext.dataset` / ``trainer``. Strategy-specific settings travel in
+``("cpu",)`` for the training-free ones, ``("data", "training")`` for those that train a supernet: they read
+:attr:`SearchContext.dataset` and hand the training to :attr:`SearchContext.trainer` (a :class:`SupernetTrainer`,
+which the pipeline implements: ``e3d`` imports neither Ray nor MLflow). Strategy-specific settings travel in
 :attr:`SearchRequest.options` and each strategy checks them (:meth:`SearchStrategy.check_options`) before
 any work. ``docs/architecture.md`` says how to add one.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from .cost import Cost, cost
@@ -159,28 +161,53 @@ class SearchRequest:
     name: str | None = None  # prefix of the candidates' names (default: the strategy's)
 
 
+class SupernetTrainer(Protocol):
+    """Trains what a training strategy learns (a supernet, a template) where the pipeline trains, on Ray Train;
+    lent through :attr:`SearchContext.trainer` (the pipeline's is :class:`pipeline.context.RayTrainer`)."""
+
+    def run(self, strategy: str, request: SearchRequest, context: SearchContext, settings: Any) -> Any:
+        """Train strategy ``strategy``'s network with its resolved ``settings`` on ``context.dataset``,
+        checkpointing under ``request.out_dir`` and resuming from it. ``dnas`` and ``parsec`` get their
+        :class:`SearchOutcome` back, ``fusion`` its trained template."""
+
+    def log_files(self, context: SearchContext, files: Sequence[Path], artifact_path: str) -> None:
+        """Add ``files`` to the search's MLflow run (``context.run_id``) under ``artifact_path``; nothing
+        without one."""
+
+
 @dataclass
 class SearchContext:
     """Services the pipeline lends a strategy; every one is optional (``e3d`` alone passes none).
 
     ``evolution_backend``: runs the evolutionary search elsewhere (Ray islands); ``tracking``: where to log
-    (a :class:`pipeline.tracking.Tracking` whose parent is the job's run; ``extra["mlflow_run_id"]`` is
-    the search's own run, opened by the job); for the strategies that train: ``dataset`` (a
-    :class:`pipeline.video.formats.VideoDataset`), ``clip`` (a :class:`pipeline.video.clip.ClipConfig`),
-    ``recipe`` (the job's :class:`pipeline.train.recipe.Recipe`, to scale theirs from) and ``trainer``
-    (resource hints); ``latency``: a spec -> milliseconds predictor for latency budgets; ``progress``: show
-    a progress bar.
+    (a :class:`pipeline.tracking.Tracking` whose parent is the job's run) and ``run_id``: the search's own
+    MLflow run, opened by the job; for the strategies that train: ``dataset`` (a
+    :class:`pipeline.video.formats.VideoDataset` or a source of :mod:`pipeline.train.data`), ``clip`` (a
+    :class:`pipeline.video.clip.ClipConfig`), ``recipe`` (the job's :class:`pipeline.train.recipe.Recipe`, to
+    scale theirs from), ``trainer`` (the :class:`SupernetTrainer` that runs their training) and ``callbacks``
+    (extra callbacks of the training loop's workers, e.g. the fault injection of the tests); ``latency``: a
+    spec -> milliseconds predictor for latency budgets; ``progress``: show a progress bar.
     """
 
     evolution_backend: Any = None
     tracking: Any = None
+    run_id: str | None = None
     dataset: Any = None
     clip: Any = None
     recipe: Any = None
-    trainer: Any = None
+    trainer: SupernetTrainer | None = None
+    callbacks: Sequence[Any] = ()
     latency: Any = None
     progress: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def training(self, strategy: str, what: str) -> SupernetTrainer:
+        """The trainer of a strategy that trains ``what``; :class:`ValueError` naming what to pass when the
+        data or the trainer is missing."""
+        if self.dataset is None or self.trainer is None:
+            raise ValueError(f"strategy {strategy!r} trains {what}: it needs the job's data and the pipeline's "
+                             f"trainer (run it through jobs/search_and_train.py, or pass SearchContext(dataset=..., "
+                             f"clip=..., trainer=pipeline.context.RayTrainer()))")
+        return self.trainer
 
 
 class RequestError(ValueError):

@@ -1,9 +1,11 @@
 """What the Ray pipeline lends a search strategy (:class:`e3d.strategy.SearchContext`): the Ray island
-backend for ``evolution``, the MLflow run, the dataset."""
+backend for ``evolution`` and the trainer of the strategies that train (:class:`RayTrainer`)."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 # cluster.yaml's search nodes carry this resource, one unit per CPU: island actors ask for it when it exists
 SEARCH_RESOURCE = "search_cpu"
@@ -74,3 +76,29 @@ class IslandBackend:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# the training strategies' runners, imported when one runs (Ray and torch only then): (request, context, settings)
+RUNNERS = {"dnas": "pipeline.dnas.search:run_dnas_search", "parsec": "pipeline.parsec.search:run_parsec",
+           "fusion": "pipeline.fusion.run:run_template"}
+
+
+class RayTrainer:
+    """The pipeline's :class:`e3d.strategy.SupernetTrainer`: runs a training strategy's network on Ray Train with
+    its runner in :data:`RUNNERS` and logs files into the search's MLflow run."""
+
+    def run(self, strategy: str, request: Any, context: Any, settings: Any) -> Any:
+        if strategy not in RUNNERS:
+            raise ValueError(f"no Ray Train runner for strategy {strategy!r} (known: {', '.join(RUNNERS)})")
+        module, name = RUNNERS[strategy].split(":")
+        return getattr(importlib.import_module(module), name)(request, context, settings)
+
+    def log_files(self, context: Any, files: Sequence[Path], artifact_path: str) -> None:
+        tracking_uri = getattr(context.tracking, "tracking_uri", None)
+        if not (tracking_uri and context.run_id):
+            return
+        from mlflow.tracking import MlflowClient  # noqa: PLC0415
+
+        client = MlflowClient(tracking_uri)
+        for f in files:
+            client.log_artifact(context.run_id, str(f), artifact_path=artifact_path)

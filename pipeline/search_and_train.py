@@ -23,7 +23,7 @@ from typing import Any
 from e3d.spec import ArchSpec
 from e3d.statefile import CorruptFile, read_json, set_aside, write_json
 from e3d.strategy import Budget, Clip, SearchContext, SearchOutcome, SearchRequest, get_strategy, top_k_distinct
-from pipeline.context import IslandBackend
+from pipeline.context import IslandBackend, RayTrainer
 from pipeline.options import DEMO, DEMO_DATA, DEMO_RECIPE
 from pipeline.train.recipe import Recipe
 from pipeline.video.clip import ClipConfig
@@ -334,8 +334,8 @@ def run_search(config: JobConfig, out: Path, tracking: Any, dataset: Any, *, say
     say(f"[search] {strategy.name} by {request.score}: budget {b.flops / 1e9 if b.flops else math.inf:.3g} GFLOPs, "
         f"{b.layers or 'any'} layers at {request.clip.frames}x{request.clip.size}^2")
     with tracking.run(f"search-{strategy.name}", tags={"e3d.stage": "search", "e3d.strategy": strategy.name}) as run:
-        context = SearchContext(evolution_backend=backend, tracking=tracking, progress=False,
-                                extra={"mlflow_run_id": run.info.run_id, "seed": config.seed})
+        context = SearchContext(evolution_backend=backend, tracking=tracking, run_id=run.info.run_id,
+                                trainer=RayTrainer(), progress=False)
         if request.budget.latency_ms is not None:
             from e3d.options import latency_predictor
 

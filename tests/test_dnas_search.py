@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from e3d.strategy import Budget, Clip, RequestError, SearchContext, SearchRequest, get_strategy
+from pipeline.context import RayTrainer
 
 QUICK = get_strategy("dnas").quick_options
 
@@ -107,15 +108,16 @@ def test_search_resumes_after_a_kill(tmp_path, ray_cluster):
     kill = KillWorkerOnce(epoch=2, marker=str(tmp_path / "killed"), delay_s=4.0)
     strategy = get_strategy("dnas")
     with pytest.raises(RuntimeError, match="resume"):
-        strategy.search(request, SearchContext(dataset=source, extra={"dnas_callbacks": [kill]}))
+        strategy.search(request, SearchContext(dataset=source, trainer=RayTrainer(), callbacks=[kill]))
     assert (tmp_path / "killed").exists()
-    outcome = strategy.search(request, SearchContext(dataset=source, extra={"dnas_callbacks": [kill]}))
+    outcome = strategy.search(request, SearchContext(dataset=source, trainer=RayTrainer(), callbacks=[kill]))
     history = outcome.history
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert [h["session_start_epoch"] for h in history] == [0, 0, 2]  # epochs 1-2 came from the killed session
     assert outcome.best.spec.family == "r2plus1d" and outcome.extra["epochs"] == 3
     # a finished search called once more is not trained again: the last checkpoint is read back
-    again = strategy.search(replace(request, options=options | {"top_k": 1}), SearchContext(dataset=source))
+    again = strategy.search(replace(request, options=options | {"top_k": 1}),
+                            SearchContext(dataset=source, trainer=RayTrainer()))
     assert json.dumps(again.history) == json.dumps(history) and again.best.spec == outcome.best.spec
 
 
@@ -134,7 +136,7 @@ def test_two_ddp_workers_search_together(tmp_path):
         options = QUICK | {"epochs": 2, "workers": 2, "split": [0.5, 0.5, 0.0], "max_stack": [0, 1, 0, 1, 0, 1]}
         request = SearchRequest(budget=Budget(flops=1e9), clip=Clip(4, 24), options=options, out_dir=str(tmp_path),
                                 num_classes=2)
-        outcome = get_strategy("dnas").search(request, SearchContext(dataset=source))
+        outcome = get_strategy("dnas").search(request, SearchContext(dataset=source, trainer=RayTrainer()))
     finally:
         ray.shutdown()
     warm, search = outcome.history

@@ -241,13 +241,14 @@ def test_search_resumes_the_template_from_its_checkpoint(tmp_path, ray_cluster):
     """A second search on the same out dir with more epochs continues from the first's last epoch (its rows
     are kept, not retrained); the same request again trains nothing."""
     from e3d.strategy import SearchContext
+    from pipeline.context import RayTrainer
     from pipeline.train.data import TensorSource
 
     source = TensorSource.synthetic(num_classes=2, n_train=8, n_val=4, frames=4, size=40, seed=3)
     options = {"backbone": "table8", "blocks": 1, "layers_per_block": 2, "growth": 4, "stem": 8, "batch_size": 4}
     request = SearchRequest(budget=Budget(flops=0.03e9), clip=Clip(4, 40), num_classes=2, out_dir=str(tmp_path),
                             options=options | {"epochs": 1})
-    context = SearchContext(dataset=source, progress=False)
+    context = SearchContext(dataset=source, trainer=RayTrainer(), progress=False)
     first = get_strategy("fusion").search(request, context)
     longer = replace(request, options=options | {"epochs": 2})
     second = get_strategy("fusion").search(longer, context)

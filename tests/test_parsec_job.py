@@ -63,6 +63,7 @@ def test_mlflow_search_run_has_the_per_step_metrics(job):
 def test_search_resumes_from_its_checkpoint(job):
     """Asked for one more epoch, the finished search continues from its last checkpoint (weights and alpha)."""
     from e3d.strategy import SearchContext, get_strategy
+    from pipeline.context import RayTrainer
     from pipeline.search_and_train import load_data
 
     out, config, result = job
@@ -70,7 +71,7 @@ def test_search_resumes_from_its_checkpoint(job):
     request = replace(request, options=dict(request.options) | {"epochs": 3})
     dataset = load_data(config.data, out, seed=config.seed)
     again = get_strategy("parsec").search(request, SearchContext(dataset=dataset, clip=config.clip,
-                                                                 recipe=config.recipe))
+                                                                 recipe=config.recipe, trainer=RayTrainer()))
     first = result.outcome.history
     assert [h["epoch"] for h in again.history] == [1, 2, 3]
     assert again.history[:2] == first  # not trained again
@@ -82,6 +83,7 @@ def test_two_workers_draw_the_same_architectures_and_agree(tmp_path):
     """Two Ray Train workers (gloo): summed log-likelihoods and gradients keep alpha and the weights identical on
     both workers (the loop measures their spread every epoch)."""
     from e3d.strategy import Budget, Clip, SearchContext, SearchRequest, get_strategy
+    from pipeline.context import RayTrainer
     from pipeline.train.data import TensorSource
 
     if ray.is_initialized():
@@ -92,7 +94,7 @@ def test_two_workers_draw_the_same_architectures_and_agree(tmp_path):
         request = SearchRequest(budget=Budget(flops=0.03e9), clip=Clip(8, 40), num_classes=2, out_dir=str(tmp_path),
                                 options={"epochs": 2, "samples": 3, "batch_size": 4, "workers": 2,
                                          "expected_draws": 4})
-        outcome = get_strategy("parsec").search(request, SearchContext(dataset=source))
+        outcome = get_strategy("parsec").search(request, SearchContext(dataset=source, trainer=RayTrainer()))
     finally:
         ray.shutdown()
     assert outcome.settings["plan"]["num_workers"] == 2

@@ -2,14 +2,15 @@
 dilation, trained on Ray Train, then decoded into ``r2plus1d`` specs.
 
 The search space is Table 1's (:func:`e3d.dnas.space.table1_space`): a fixed stem, six stages each with 3-4
-candidate head widths and up to 0/5/10/5/5/1 stack layers of {dilation 1, 2, 4, skip}. The loop
-(:mod:`pipeline.dnas.loop`, Sec. 3.3 and Appendix A) trains the weights alone for ``warmup_epochs``, then
-alternates an architecture step (Adam on ``alpha``/``beta``, loss = cross-entropy + ``lam * log_k(expected
-FLOPs)``, Eq. 5) on a held-out part of the *training* videos and a weight step (SGD, cosine) on the rest. It
-checkpoints every epoch under ``out_dir`` and resumes from there. The candidates are the ``top_k`` best
-head-layer paths (Viterbi) with the argmax op of every stack layer, best first; their ``score`` is the log of
-the path's probability (plus the chosen ops' log weights). Candidates over the request's budget are ranked
-after those within it (``info["fits_budget"]``). ``docs/dnas.md`` has the details and the measured runs.
+candidate head widths and up to 0/5/10/5/5/1 stack layers of {dilation 1, 2, 4, skip}. The pipeline's
+:class:`~e3d.strategy.SupernetTrainer` runs the loop (:mod:`pipeline.dnas.loop`, Sec. 3.3 and Appendix A): it
+trains the weights alone for ``warmup_epochs``, then alternates an architecture step (Adam on ``alpha``/
+``beta``, loss = cross-entropy + ``lam * log_k(expected FLOPs)``, Eq. 5) on a held-out part of the *training*
+videos and a weight step (SGD, cosine) on the rest. It checkpoints every epoch under ``out_dir`` and resumes from
+there. The candidates are the ``top_k`` best head-layer paths (Viterbi) with the argmax op of every stack layer,
+best first; their ``score`` is the log of the path's probability (plus the chosen ops' log weights). Candidates
+over the request's budget are ranked after those within it (``info["fits_budget"]``). ``docs/dnas.md`` has the
+details and the measured runs.
 
 Options (``--set NAME=VALUE``), defaults from the paper's Appendix A where it gives them:
 
@@ -172,13 +173,8 @@ class DnasSearch:
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
         self.check(request)
         context = context or SearchContext()
-        if context.dataset is None:
-            raise ValueError("strategy 'dnas' trains a supernet: it needs the job's data (run it through "
-                             "jobs/search_and_train.py, or pass SearchContext(dataset=..., clip=...))")
-        from pipeline.dnas.search import run_dnas_search  # noqa: PLC0415 - Ray and torch only when searching
-
-        settings = settings_from(request.options, context.recipe)
-        return run_dnas_search(request, context, settings)
+        trainer = context.training(self.name, "a supernet")
+        return trainer.run(self.name, request, context, settings_from(request.options, context.recipe))
 
 
 STRATEGY = register_strategy(DnasSearch())

@@ -23,14 +23,17 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..fusion.backbone import BudgetError, fit_budget, fused, network_key, units_of
 from ..spec import ArchSpec, SpecError, StageSpec
 from ..strategy import (NEEDS_TRAINING, Candidate, RequestError, SearchContext, SearchOutcome, SearchRequest,
                         check_known_options, register_strategy)
+
+if TYPE_CHECKING:
+    from ..fusion.template import TemplateSettings
 
 UNITS = ("S", "ST", "S+ST")
 VARIANTS = ("S", "ST", "S+ST", "E3D")  # besides Opt; E3D: the backbone with the kernels its search picked
@@ -44,6 +47,20 @@ _TRAINING = {"epochs": int, "batch_size": int, "lr": float, "arch_lr": float, "l
 OPTIONS = ("backbone", "variants", "granularity") + tuple(_BACKBONE_SEARCH) + tuple(_TEMPLATE) + tuple(_TRAINING)
 DEFAULTS: dict[str, Any] = {"backbone": "evolution", "variants": ["S", "ST", "S+ST"], "granularity": "stage",
                             "arch_lr": 0.05, "kl_weight": 1.0}
+
+
+@dataclass(frozen=True)
+class TemplateTraining:
+    """What the strategy asks its trainer to train: the template, the recipe's epochs, batch size and rate (None:
+    the job's recipe's, or the trainer's default recipe without one) and the gates' training options."""
+
+    template: TemplateSettings
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    length_scale: float | None = None
+    kl_weight: float = 1.0
+    arch_lr: float = 0.05
 
 
 # -- the strategy ---------------------------------------------------------------------------------------------
@@ -164,47 +181,36 @@ class FusionStrategy:
         return spec, info | {"width_factor": factor, "backbone_spec": spec.to_dict()}
 
     # -- search ---------------------------------------------------------------------------------------------
-    def settings(self, request: SearchRequest, recipe: Any) -> tuple[Any, Any, dict[str, Any]]:
-        """(template settings, template recipe, training options) from the request and the job's recipe."""
+    def settings(self, request: SearchRequest) -> TemplateTraining:
+        """What the template is trained with, from the request's options."""
         from ..fusion.template import TemplateSettings  # noqa: PLC0415
-        from pipeline.train.recipe import Recipe  # noqa: PLC0415
 
         o = DEFAULTS | dict(request.options)
         names = {"template_kernel": "kernel", "template_dropout": "dropout"}
-        settings = TemplateSettings.from_dict({names.get(k, k): v for k, v in o.items() if k in _TEMPLATE})
-        base = recipe or Recipe.paper("sthsth").scaled(epochs=15, batch_size=8, lr=0.02)
-        recipe = base.scaled(epochs=o.get("epochs", base.epochs), batch_size=o.get("batch_size"), lr=o.get("lr"))
-        training = {"length_scale": o.get("length_scale"), "kl_weight": o["kl_weight"], "arch_lr": o["arch_lr"]}
-        return settings, recipe, training
+        template = TemplateSettings.from_dict({names.get(k, k): v for k, v in o.items() if k in _TEMPLATE})
+        return TemplateTraining(template, epochs=o.get("epochs"), batch_size=o.get("batch_size"), lr=o.get("lr"),
+                                length_scale=o.get("length_scale"), kl_weight=o["kl_weight"], arch_lr=o["arch_lr"])
 
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
         from ..fusion import analysis  # noqa: PLC0415
-        from pipeline.fusion.run import train_template  # noqa: PLC0415
 
         self.check(request)
         context = context or SearchContext()
-        if context.dataset is None:
-            raise ValueError("strategy 'fusion' trains a template network: run it in the main job "
-                             "(jobs/search_and_train.py --strategy fusion) or give SearchContext(dataset=...)")
+        trainer = context.training(self.name, "a template network")
         start = time.perf_counter()
         out = Path(request.out_dir) if request.out_dir else Path.cwd() / "fusion_search"
         out.mkdir(parents=True, exist_ok=True)
         backbone, binfo = self.backbone(request)
         (out / "backbone.json").write_text(backbone.to_json() + "\n")
-        settings, recipe, training = self.settings(request, context.recipe)
-        tracking_uri = getattr(context.tracking, "tracking_uri", None)
-        run_id = context.extra.get("mlflow_run_id")
-        result = train_template(context.dataset, settings, recipe=recipe, out_dir=out, clip=context.clip,
-                                seed=request.seed, tracking_uri=tracking_uri, mlflow_run_id=run_id,
-                                say=print if context.progress is not False else (lambda *a, **k: None), **training)
+        training = self.settings(request)
+        result = trainer.run(self.name, replace(request, out_dir=str(out)), context, training)
+        recipe = result.extra["recipe"]
 
         marginals = analysis.layer_marginals(result.drop_p)
         granularity = request.options.get("granularity", DEFAULTS["granularity"])
         variants = list(request.options.get("variants", DEFAULTS["variants"]))
         candidates = self.candidates(request, backbone, marginals, granularity, variants, binfo)
-        files = self.write_files(out, result, marginals, candidates, backbone)
-        if tracking_uri and run_id:
-            self.log_files(tracking_uri, run_id, files)
+        trainer.log_files(context, self.write_files(out, result, marginals, candidates, backbone), "fusion")
 
         depths = backbone.depths
         history = []
@@ -216,8 +222,8 @@ class FusionStrategy:
                            | {"step": row["epoch"], "total_iterations": row["epoch"], "best": scores[0],
                               "median": statistics.median(scores)})
         opt = candidates[0].info["fusion"]
-        settings_out = {"template": settings.to_dict(), "recipe": recipe.to_dict(), "length_scale": result.length_scale,
-                        "kl_weight": training["kl_weight"], "arch_lr": training["arch_lr"],
+        settings_out = {"template": training.template.to_dict(), "recipe": recipe, "length_scale": result.length_scale,
+                        "kl_weight": training.kl_weight, "arch_lr": training.arch_lr,
                         "granularity": granularity, "variants": variants, "budget": request.budget.to_dict(),
                         "clip": {"frames": request.clip.frames, "size": request.clip.size}, "seed": request.seed,
                         "layer_marginals": marginals.round(6).tolist(), "opt_layers": analysis.opt_layers(marginals),
@@ -226,7 +232,7 @@ class FusionStrategy:
                              settings=settings_out, wall_s=time.perf_counter() - start,
                              cpu_s=result.cpu_s + float(binfo.get("backbone_cpu_s", 0.0)),
                              extra={"opt": "/".join(u if isinstance(u, str) else ",".join(u) for u in opt),
-                                    "template_epochs": recipe.epochs, "template_wall_s": round(result.wall_s, 1)})
+                                    "template_epochs": recipe["epochs"], "template_wall_s": round(result.wall_s, 1)})
 
     def candidates(self, request: SearchRequest, backbone: ArchSpec, marginals: Any, granularity: str,
                    variants: list[str], binfo: Mapping[str, Any]) -> list[Candidate]:
@@ -283,14 +289,6 @@ class FusionStrategy:
         specs = out / "fusion_candidates.json"
         specs.write_text(json.dumps([c.spec.to_dict() for c in candidates], indent=2) + "\n")
         return files + [path, specs, out / "backbone.json"]
-
-    @staticmethod
-    def log_files(tracking_uri: str, run_id: str, files: list[Path]) -> None:
-        from mlflow.tracking import MlflowClient  # noqa: PLC0415
-
-        client = MlflowClient(tracking_uri)
-        for f in files:
-            client.log_artifact(run_id, str(f), artifact_path="fusion")
 
 
 STRATEGY = register_strategy(FusionStrategy())

@@ -177,14 +177,9 @@ class ParsecStrategy:
 
     def search(self, request: SearchRequest, context: SearchContext | None = None) -> SearchOutcome:
         context = context or SearchContext()
-        if context.dataset is None:
-            raise RequestError("options", "strategy 'parsec' trains a supernet: it needs data (run it through "
-                                          "jobs/search_and_train.py, or pass SearchContext(dataset=..., clip=...))")
+        trainer = context.training(self.name, "a supernet")
         self.check(request)
-        settings = settings_from_request(request, context.recipe)
-        from pipeline.parsec.search import run_parsec  # noqa: PLC0415 - Ray and torch only when searching
-
-        return run_parsec(request, context, settings)
+        return trainer.run(self.name, request, context, settings_from_request(request, context.recipe))
 
 
 STRATEGY = register_strategy(ParsecStrategy())

@@ -29,6 +29,7 @@ from e3d.cost import cost
 from e3d.spec import ArchSpec
 from e3d.statefile import CorruptFile, read_json, set_aside, write_json
 from e3d.strategy import Budget, Clip, SearchContext, SearchOutcome, get_strategy
+from pipeline.context import RayTrainer
 
 from .arms import Arm, SearchSettings, arm_request
 
@@ -222,8 +223,8 @@ def run_searches(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tra
         say(f"[search] {arm.name} seed {seed}: training its supernet on {len(dataset.train)} videos")
         with tracking.run(f"search-{network_name(arm, seed)}", tags={"e3d.stage": "search",
                                                                     "e3d.arm": arm.name}) as run:
-            context = SearchContext(tracking=tracking, dataset=dataset, clip=config.clip, recipe=config.recipe,
-                                    progress=False, extra={"mlflow_run_id": run.info.run_id, "seed": seed})
+            context = SearchContext(tracking=tracking, run_id=run.info.run_id, dataset=dataset, clip=config.clip,
+                                    recipe=config.recipe, trainer=RayTrainer(), progress=False)
             outcome = get_strategy(arm.strategy).search(request, context)
             files = write_outcome(folder, outcome)
             _log_outcome_params(tracking.client(), arm, seed, outcome, files)

@@ -1,6 +1,6 @@
 """The ``dnas`` strategy's driver: split the data, run the supernet search on Ray Train, derive the candidates.
 
-    outcome = run_dnas_search(request, context, settings)    # e3d.strategies.dnas calls this
+    outcome = run_dnas_search(request, context, settings)    # the strategy's runner (pipeline.context.RayTrainer)
 
 The Train run is ``<request.out_dir>/supernet/<run name>``; the name hashes the space, the settings that change
 the training, the data and the seed, so calling again with the same ``out_dir`` resumes from the last epoch's
@@ -32,8 +32,7 @@ def run_name(space: Any, settings: dict[str, Any], fingerprint: str, seed: int) 
     return f"supernet-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
 
-def run_dnas_search(request: SearchRequest, context: SearchContext, settings: Any, *,
-                    callbacks: Sequence[Any] = ()) -> SearchOutcome:
+def run_dnas_search(request: SearchRequest, context: SearchContext, settings: Any) -> SearchOutcome:
     """Search (or resume) on ``context.dataset`` at ``request.clip``; the outcome's candidates are the
     ``settings.top_k`` best derived networks, those within the request's budget first."""
     import ray
@@ -65,8 +64,8 @@ def run_dnas_search(request: SearchRequest, context: SearchContext, settings: An
     out.mkdir(parents=True, exist_ok=True)
     name = run_name(space, run_settings, split.fingerprint, request.seed)
 
-    hooks = list(callbacks) + list(context.extra.get("dnas_callbacks", ()))
-    run_id = context.extra.get("mlflow_run_id")
+    hooks = list(context.callbacks)
+    run_id = context.run_id
     if context.tracking is not None and run_id:
         hooks.append(DnasMlflowLogger(context.tracking.tracking_uri, run_id))
     config = {"space": space.to_dict(), "settings": run_settings, "steps_per_epoch": steps, "seed": request.seed,

@@ -2,6 +2,7 @@
 
     result = train_template(source, TemplateSettings(), recipe=recipe, out_dir="out/search", length_scale=None)
     result.drop_p[3]            # (inputs, 3) drop probabilities of layer 4; posterior = 1 - sqrt(p)
+    result = run_template(request, context, training)   # the fusion strategy's runner (pipeline.context.RayTrainer)
 
 The Train run is ``<out_dir>/template/<run name>``; the name hashes the settings, the data and the recipe
 (except its number of epochs), so calling again with the same arguments resumes from the last epoch's
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from e3d.fusion.template import TemplateSettings
+from e3d.strategies.fusion import TemplateTraining
+from e3d.strategy import SearchContext, SearchRequest
 from pipeline.train.data import as_source, steps_per_epoch
 from pipeline.train.recipe import Recipe
 
@@ -40,6 +43,22 @@ class TemplateResult:
     cpu_s: float
     run_dir: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_template(request: SearchRequest, context: SearchContext, training: TemplateTraining) -> TemplateResult:
+    """The ``fusion`` strategy's training: the template on ``context.dataset`` under ``request.out_dir``, with the
+    job's recipe (without one: Something-Something's, 15 epochs of batch 8 at rate 0.02) scaled by ``training``;
+    the recipe used is ``result.extra["recipe"]``."""
+    base = context.recipe or Recipe.paper("sthsth").scaled(epochs=15, batch_size=8, lr=0.02)
+    recipe = base.scaled(epochs=base.epochs if training.epochs is None else training.epochs,
+                         batch_size=training.batch_size, lr=training.lr)
+    result = train_template(context.dataset, training.template, recipe=recipe, out_dir=request.out_dir,
+                            clip=context.clip, length_scale=training.length_scale, kl_weight=training.kl_weight,
+                            arch_lr=training.arch_lr, seed=request.seed,
+                            tracking_uri=getattr(context.tracking, "tracking_uri", None), mlflow_run_id=context.run_id,
+                            say=print if context.progress is not False else (lambda *a, **k: None))
+    result.extra["recipe"] = recipe.to_dict()
+    return result
 
 
 def default_length_scale(recipe: Recipe, n_train: int) -> float:

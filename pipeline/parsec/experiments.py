@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from e3d.strategy import Budget, Clip, SearchContext, SearchRequest, get_strategy
+from pipeline.context import RayTrainer
 from pipeline.options import add_ray_options, init_ray
 
 
@@ -55,7 +56,7 @@ def run_search(source: Any, out: Path, *, frames: int, size: int, t_max: float, 
                             out_dir=str(out), num_classes=source.num_classes)
     strategy = get_strategy("parsec")
     strategy.check(request)
-    outcome = strategy.search(request, SearchContext(dataset=source))
+    outcome = strategy.search(request, SearchContext(dataset=source, trainer=RayTrainer()))
     write_outcome(out, outcome)
     return outcome
 
@@ -158,7 +159,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                    "t_min": args.t_min, "arch_lr": args.arch_lr, "batch_size": args.batch_size, "lr": args.lr}
         request = SearchRequest(budget=Budget(flops=args.t_max), clip=clip_req, seed=args.seed, options=options,
                                 out_dir=str(parsec_dir), num_classes=num_classes)
-        outcome = get_strategy("parsec").search(request, SearchContext(dataset=dataset, clip=clip, recipe=recipe))
+        outcome = get_strategy("parsec").search(request, SearchContext(dataset=dataset, clip=clip, recipe=recipe,
+                                                                       trainer=RayTrainer()))
         write_outcome(parsec_dir, outcome)
     searched = outcome.best.spec.replace(name="parsec")
     searched_flops = outcome.best.flops

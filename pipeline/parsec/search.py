@@ -74,7 +74,7 @@ def run_parsec(request: SearchRequest, context: SearchContext, settings: ParsecS
                    "seed": request.seed, "lr": lr, "torch_threads": plan.torch_threads,
                    "steps_per_epoch": steps_per_epoch(source.n_train, plan.num_workers, settings.batch_size),
                    "tracking_uri": getattr(tracking, "tracking_uri", None),
-                   "run_id": context.extra.get("mlflow_run_id")}
+                   "run_id": context.run_id}
     datasets = {"train": source.train(), "val": source.val()}
     trainer = build_trainer(loop_config=loop_config, datasets=datasets, plan=plan, run_name=name,
                             storage_path=out / "parsec", max_failures=1, train_loop_per_worker=parsec_loop_per_worker)
@@ -105,7 +105,7 @@ def run_parsec(request: SearchRequest, context: SearchContext, settings: ParsecS
     mode_flops = space.flops(best[0][0])
     summary = mode_summary(space, state["alpha"])
     (out / "distribution.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _log_artifact(tracking, context.extra.get("mlflow_run_id"), out / "distribution.json")
+    _log_artifact(tracking, context.run_id, out / "distribution.json")
 
     worker_cpu = sum(float(h.get("cpu_s", 0.0)) for h in history)
     settings_d = settings.to_dict() | {"lr_resolved": lr, "variables": [v.name for v in space.variables],
