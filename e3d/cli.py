@@ -9,14 +9,17 @@
     e3d latency SPEC|--zoo NAME              predicted (per-block table) and measured latency
     e3d predict MODEL VIDEO [VIDEO ...]      top-k labels of videos (MODEL: model folder, job or candidate)
 
-Bad input exits with status 2 and a one-line message on stderr.
+Other packages add sub-commands through the entry-point group ``e3d.commands`` (a function that takes the
+sub-parsers and adds its own): the pipeline adds ``predict`` (``pipeline.predict.cli``) that way, so ``e3d``
+never names it. Bad input exits with status 2 and a one-line message on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from importlib.metadata import entry_points
+from typing import Sequence
 
 from . import zoo
 from .options import Parser
@@ -111,9 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
     add_latency_parser(sub)
-    from pipeline.predict.cli import add_predict_parser  # noqa: PLC0415 - torch/PyAV imported when run
-
-    add_predict_parser(sub)
+    for command in sorted(entry_points(group="e3d.commands"), key=lambda e: e.name):
+        command.load()(sub)  # sub-commands other packages add (setup.cfg: the pipeline's `predict`)
     return parser
 
 

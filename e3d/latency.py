@@ -36,8 +36,9 @@ yet; what :meth:`LatencyTable.predict` does with them is ``on_missing``:
 The per-network overhead (``overhead_ms``: what the end-to-end call costs beyond its blocks: the top-level
 module calls, cache effects between blocks) is fitted by :meth:`LatencyTable.calibrate` as the median of
 ``measured - sum of blocks`` over a few specs. ``--latency-resource NAME``: :func:`build_on_resource` runs
-the table build as a Ray task on a node offering the custom resource ``NAME`` and caches the result under
-that node's device name (Ray is imported only there).
+the table build on a node offering the custom resource ``NAME`` and caches the result under that node's device
+name; the pipeline runs it there as a Ray task (:mod:`pipeline.latency`, found through the entry-point group
+``e3d.remote_measure``: this module never imports Ray).
 
 ``docs/latency-and-export.md`` has the design choices and the numbers measured on this machine.
 """
@@ -53,6 +54,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -672,8 +674,8 @@ def filter_by_latency(specs: Iterable[ArchSpec], table: LatencyTable | Callable[
     return [s for s in specs if predict(s) <= budget_ms]
 
 
-# -- a Ray node picked by a resource ----------------------------------------------------------------------
-def _remote_task(op: str, specs: list[dict], settings: dict[str, Any]) -> Any:
+# -- a node picked by a resource --------------------------------------------------------------------------
+def remote_task(op: str, specs: list[dict], settings: dict[str, Any]) -> Any:
     """What runs on the chosen node: ``names`` (device, backend), ``fill`` (block entries) or ``measure``."""
     m = Measurer(**{k: v for k, v in settings.items() if k != "resource"})
     if op == "names":
@@ -688,20 +690,13 @@ _NAMES: dict[tuple, tuple[str, str, str]] = {}
 
 
 def _remote_call(measurer: Measurer, op: str, specs: Sequence[ArchSpec] = ()) -> Any:
-    """Run ``op`` as a Ray task with ``resources={measurer.resource: 1}`` (Ray imported here only)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()
-    resource = measurer.resource
-    if ray.cluster_resources().get(resource, 0) < 1:
-        known = sorted(k for k in ray.cluster_resources() if not k.startswith("node:") and k not in
-                       ("CPU", "GPU", "memory", "object_store_memory"))
-        raise ValueError(f"--latency-resource {resource}: no Ray node offers this resource "
-                         f"(custom resources in the cluster: {', '.join(known) or 'none'})")
-    task = ray.remote(_remote_task).options(resources={resource: 1}, num_cpus=measurer.threads or 1,
-                                            num_gpus=1 if measurer.device == "cuda" else 0)
-    out = ray.get(task.remote(op, [s.to_dict() for s in specs], measurer.settings()))
+    """Run ``op`` (:func:`remote_task`) on a node offering ``measurer.resource``, by the function registered in the
+    entry-point group ``e3d.remote_measure`` (setup.cfg: :func:`pipeline.latency.measure_on_resource`, a Ray task)."""
+    runners = entry_points(group="e3d.remote_measure")
+    if not runners:
+        raise ValueError(f"--latency-resource {measurer.resource}: nothing measures on a remote node (install the "
+                         f"pipeline: pip install -e '.[ray]', which registers e3d.remote_measure)")
+    out = next(iter(runners)).load()(measurer, op, [s.to_dict() for s in specs])
     if op == "fill":
         return {key_from_str(k): float(v) for k, v in out.items()}
     return out
