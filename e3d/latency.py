@@ -54,7 +54,6 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -692,6 +691,8 @@ _NAMES: dict[tuple, tuple[str, str, str]] = {}
 def _remote_call(measurer: Measurer, op: str, specs: Sequence[ArchSpec] = ()) -> Any:
     """Run ``op`` (:func:`remote_task`) on a node offering ``measurer.resource``, by the function registered in the
     entry-point group ``e3d.remote_measure`` (setup.cfg: :func:`pipeline.latency.measure_on_resource`, a Ray task)."""
+    from importlib.metadata import entry_points  # noqa: PLC0415 - only when measuring elsewhere
+
     runners = entry_points(group="e3d.remote_measure")
     if not runners:
         raise ValueError(f"--latency-resource {measurer.resource}: nothing measures on a remote node (install the "
