@@ -28,7 +28,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from pipeline.faults import exits_on_out_of_space  # noqa: E402 - one line and exit 28 on a full disk
 from e3d.options import Parser, key_value, non_negative_int, parse_amount, parse_count, positive_int  # noqa: E402
 from pipeline.options import (DEMO, DEMO_DATA, add_data_options, add_ray_options, add_tracking_options,  # noqa: E402
-                              add_training_options, check_clip, check_data, check_out, check_recipe, init_ray)
+                              add_training_options, check_clip, check_data, check_out, check_recipe, init_ray,
+                              train_resources_from_args)
 
 DEFAULT_ARMS = "evolution:stentr,random"
 
@@ -109,8 +110,8 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
                            iterations=args.iterations or DEMO.iterations, population=args.population or DEMO.population,
                            options=options, seeds=args.seeds, training_seeds=args.training_seeds,
                            eval_clips=args.eval_clips or 2, eval_crops=args.eval_crops,
-                           max_concurrent=args.max_concurrent, workers=args.workers, data_cpus=args.data_cpus,
-                           max_failures=args.max_failures, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                           resources=train_resources_from_args(args), tracking_uri=args.tracking_uri,
+                           experiment=args.experiment,
                            n_boot=args.bootstrap, latency_table=args.latency_table)
     if args.latency_table:
         from pipeline.compare.run import latency_predictor  # noqa: PLC0415

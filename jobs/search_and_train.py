@@ -29,7 +29,8 @@ from e3d.options import Parser, add_search_options, latency_settings, resolve_cl
 from pipeline.faults import RECORDS_BYTES, check_free_space, exits_on_out_of_space  # noqa: E402
 from pipeline.options import (DEMO, add_data_options, add_island_options, add_ray_options,  # noqa: E402
                               add_selection_options, add_tracking_options, add_training_options, check_clip,
-                              check_data, check_out, check_recipe, check_specs, init_ray)
+                              check_data, check_out, check_recipe, check_specs, init_ray, islands_from_args,
+                              train_resources_from_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The job's config; every input checked (exits 2 naming the option), nothing written."""
-    from pipeline.search_and_train import (DataConfig, JobConfig, Selection, islands_from_args, quick,  # noqa: PLC0415
-                                           train_placement_from_args)
+    from pipeline.search_and_train import DataConfig, JobConfig, Selection, quick  # noqa: PLC0415
 
     check_out(parser, args.out)
     demo = not args.data
@@ -70,10 +70,9 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
                        selection=Selection(top_k=args.top_k, distinct_by=args.distinct_by, extra=tuple(args.also),
                                            select=args.select),
                        recipe=check_recipe(parser, args, demo=demo), eval_clips=args.eval_clips or 2,
-                       eval_crops=args.eval_crops, max_concurrent=args.max_concurrent, workers=args.workers,
-                       data_cpus=args.data_cpus, max_failures=args.max_failures, tracking_uri=args.tracking_uri,
-                       experiment=args.experiment, log_model=not args.no_log_model, latency=latency_settings(args),
-                       **train_placement_from_args(args))
+                       eval_crops=args.eval_crops, resources=train_resources_from_args(args),
+                       tracking_uri=args.tracking_uri, experiment=args.experiment, log_model=not args.no_log_model,
+                       latency=latency_settings(args))
     return quick(config) if args.quick else config
 
 

@@ -3,9 +3,11 @@ backend for ``evolution`` and the trainer of the strategies that train (:class:`
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
+
+from pipeline.search.plan import IslandOptions
 
 # cluster.yaml's search nodes carry this resource, one unit per CPU: island actors ask for it when it exists
 SEARCH_RESOURCE = "search_cpu"
@@ -30,9 +32,10 @@ def search_placement(resources: dict[str, float] | None, search_resource: str | 
 
 
 @dataclass(frozen=True)
-class IslandBackend:
-    """Runs :mod:`e3d.evolution` as Ray island actors (:func:`pipeline.search.run_distributed_search`),
-    resuming from ``out_dir``'s checkpoint when there is one. ``backend="local"`` steps the same islands
+class IslandBackend(IslandOptions):
+    """Runs :mod:`e3d.evolution` as Ray island actors (:func:`pipeline.search.run_distributed_search`): the
+    :class:`~pipeline.search.plan.IslandOptions` as the jobs' command line gives them
+    (:func:`pipeline.options.islands_from_args`), handed down whole. ``backend="local"`` steps the same islands
     in this process (the same result, for Tune trials and tests).
 
     Placement: ``resources`` (custom Ray resources per actor) when given, else ``search_resource``
@@ -40,16 +43,7 @@ class IslandBackend:
     islands run on ``cluster.yaml``'s search nodes; ``None``: anywhere). ``out_dir`` may be a pyarrow
     filesystem URI (``s3://bucket/prefix``): the checkpoint and the outputs go there."""
 
-    actors: int | None = None
-    chunk_iterations: int | None = None
-    migration_interval: int | None = None
-    migration_size: int | None = None
-    cpus_per_actor: float = 1.0
-    resources: dict[str, float] | None = None
-    max_restarts: int = 3
-    backend: str = "ray"
     search_resource: str | None = AUTO
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def placement(self) -> dict[str, float] | None:
         """The custom resources each island actor asks for on the running cluster."""
@@ -61,18 +55,28 @@ class IslandBackend:
             ray.init()
         return search_placement(self.resources, self.search_resource, self.cpus_per_actor, ray.cluster_resources())
 
-    def run(self, config: Any, *, out_dir: str | None, tracking: Any = None, progress: bool | None = None) -> Any:
+    def sized_to(self, cluster: dict[str, float]) -> "IslandBackend":
+        """With ``actors`` unset: as many islands as ``cluster`` (``ray.cluster_resources()``) holds at once."""
+        if self.actors is not None:
+            return self
+        need = {"CPU": self.cpus_per_actor} | dict(self.resources or {})
+        return replace(self, actors=max(1, min(int(cluster.get(k, 0) // v) for k, v in need.items() if v > 0)))
+
+    def run(self, config: Any, *, out_dir: str | None, tracking: Any = None, progress: bool | None = None,
+            resume: bool | None = None, overwrite: bool = False) -> Any:
+        """Run the island search of ``config`` (a :class:`e3d.evolution.SearchConfig`) under ``out_dir``.
+        ``resume`` None (a rerun of the main job): continue ``out_dir``'s checkpoint when there is one, with its
+        config; True/False: continue it, or start (over it only with ``overwrite``); a given ``config`` must then
+        equal the checkpoint's (None: take the checkpoint's)."""
         from pipeline.search import read_meta, resolve_fs, run_distributed_search  # noqa: PLC0415
 
         if out_dir is None:
             raise ValueError("the island backend checkpoints: it needs an out_dir")
-        resume = read_meta(*resolve_fs(str(out_dir))) is not None
-        return run_distributed_search(None if resume else config, out_dir=str(out_dir), resume=resume,
-                                      tracking=tracking, progress=progress, actors=self.actors,
-                                      chunk_iterations=self.chunk_iterations,
-                                      migration_interval=self.migration_interval, migration_size=self.migration_size,
-                                      cpus_per_actor=self.cpus_per_actor, resources=self.placement(),
-                                      max_restarts=self.max_restarts, backend=self.backend, **self.extra)
+        if resume is None:
+            resume = read_meta(*resolve_fs(str(out_dir))) is not None
+            config = None if resume else config
+        return run_distributed_search(config, out_dir=str(out_dir), islands=replace(self, resources=self.placement()),
+                                      resume=resume, overwrite=overwrite, tracking=tracking, progress=progress)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,35 @@ DEMO = SearchDefaults(frames=8, size=56, sampling_rate=4, budget_flops=0.08e9, m
 DEMO_DATA = {"num_classes": 4, "clips_per_class": 24, "frames": 32, "size": 64}
 # PyTorch's default init and a fixed lr learn in 15 short epochs (docs/training.md "Short runs")
 DEMO_RECIPE = {"epochs": 15, "batch_size": 8, "lr": 0.02, "init": "torch"}
+
+
+@dataclass(frozen=True)
+class TrainResources:
+    """How the chosen networks train on Ray Train, the same in every job that trains them (the "resources and
+    fault tolerance" options, :func:`train_resources_from_args`): ``max_concurrent`` networks at once, ``workers``
+    and ``data_cpus`` per network (None: from the cluster, :func:`pipeline.train.plan_resources`),
+    ``max_failures`` restarts from the last checkpoint, ``train_resource`` the custom Ray resource of the train
+    nodes (:mod:`pipeline.train.resources`; "auto": ``train_gpu`` when the cluster has it or an autoscaler can
+    add it), ``train_wait_s`` the longest wait for the autoscaler's train nodes."""
+
+    max_concurrent: int | None = None
+    workers: int | None = None
+    data_cpus: float | None = None
+    max_failures: int = 1
+    train_resource: str | None = "auto"
+    train_wait_s: float = 900.0
+
+    def plan(self, networks: int) -> Any:
+        """The :class:`pipeline.train.resources.ResourcePlan` for training ``networks`` on this cluster."""
+        from pipeline.train import plan_resources  # noqa: PLC0415
+
+        return plan_resources(networks, max_concurrent=self.max_concurrent, workers=self.workers,
+                              data_cpus=self.data_cpus, train_resource=self.train_resource)
+
+    def units(self, networks: int) -> int:
+        """Train units (workers) wanted at once for ``networks``: what the autoscaler is asked for."""
+        return min(networks, self.max_concurrent or networks) * (self.workers or 1)
+
 
 RECIPES = ("sthsth", "k400")
 INITS = ("model", "torch")
@@ -84,6 +114,13 @@ def add_training_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
+def train_resources_from_args(args: argparse.Namespace) -> TrainResources:
+    """The :class:`TrainResources` of the "resources and fault tolerance" options (:func:`add_training_options`)."""
+    return TrainResources(max_concurrent=args.max_concurrent, workers=args.workers, data_cpus=args.data_cpus,
+                          max_failures=args.max_failures, train_resource=args.train_resource,
+                          train_wait_s=args.train_wait)
+
+
 def add_selection_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("candidates")
     g.add_argument("--top-k", type=positive_int, default=2, help="structurally distinct candidates to train (default 2)")
@@ -111,6 +148,16 @@ def add_island_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                         "(default auto: search_cpu, cluster.yaml's search nodes, when the cluster has it; none: "
                         "anywhere; --actor-resources overrides)")
     return parser
+
+
+def islands_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`pipeline.context.IslandBackend` of the island options (:func:`add_island_options`)."""
+    from pipeline.context import IslandBackend  # noqa: PLC0415
+
+    return IslandBackend(actors=args.actors, chunk_iterations=args.chunk_iterations,
+                         migration_interval=args.migration_interval, migration_size=args.migration_size,
+                         cpus_per_actor=args.cpus_per_actor, resources=args.actor_resources,
+                         max_restarts=args.max_restarts, search_resource=args.search_resource)
 
 
 def add_tracking_options(parser: argparse.ArgumentParser, experiment: str, *, optional: bool = False,

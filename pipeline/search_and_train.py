@@ -9,22 +9,25 @@ for the search (settings, best and median score per step, the outcome files) and
 (DESIGN.md). Everything lands under ``out_dir``: the generated dataset, the search outputs (and the
 strategy's checkpoints), the training runs and checkpoints, and ``summary.json``. Re-running the same
 command with the same ``out_dir`` resumes: a finished search is read back, an unfinished one continues from
-its checkpoint, each candidate from its last epoch.
+its checkpoint, each candidate from its last epoch. The search stage is :mod:`pipeline.search_stage`; an
+``out_dir`` on a pyarrow filesystem is :class:`pipeline.outdir.OutDir`.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from e3d.latency_options import LatencySettings
 from e3d.spec import ArchSpec
 from e3d.statefile import CorruptFile, read_json, set_aside, write_json
-from e3d.strategy import Budget, Clip, SearchContext, SearchOutcome, SearchRequest, get_strategy, top_k_distinct
-from pipeline.context import IslandBackend, RayTrainer
-from pipeline.options import DEMO, DEMO_DATA, DEMO_RECIPE
+from e3d.strategy import Budget, Clip, SearchOutcome, SearchRequest, get_strategy, top_k_distinct
+from pipeline.context import IslandBackend
+from pipeline.options import DEMO, DEMO_DATA, DEMO_RECIPE, TrainResources
+from pipeline.outdir import OutDir
+from pipeline.search_stage import run_search
 from pipeline.train.recipe import Recipe
 from pipeline.video.clip import ClipConfig
 
@@ -72,12 +75,11 @@ class JobConfig:
     """Everything one run of the pipeline needs; the defaults are the embedded demo.
 
     ``request`` is the search (budget, score, seed, the strategy's options); its clip is always ``clip``'s
-    (the networks are searched at the input they are trained at). ``islands``: how ``evolution`` runs on
-    Ray (None: in this process). ``out_dir``: a folder, or a pyarrow filesystem URI (``s3://bucket/prefix``:
-    see :class:`OutDir`; ``cache_dir`` is then the local working copy, default under ``~/.cache/e3d-ray``).
-    ``train_resource``: the custom resource of the train nodes (:mod:`pipeline.train.resources`; "auto":
-    ``train_gpu`` when the cluster has it or an autoscaler can add it); ``train_wait_s``: the longest wait
-    for the autoscaler's train nodes.
+    (the networks are searched at the input they are trained at). ``islands``: the island actors lent to a
+    strategy that runs on them (``evolution``; None: it runs in this process). ``out_dir``: a folder, or a
+    pyarrow filesystem URI (``s3://bucket/prefix``: see :class:`OutDir`; ``cache_dir`` is then the local
+    working copy, default under ``~/.cache/e3d-ray``).
+    ``resources``: how the candidates train on Ray Train (:class:`pipeline.options.TrainResources`).
     """
 
     out_dir: str = "outputs/search_and_train"
@@ -90,17 +92,12 @@ class JobConfig:
     recipe: Recipe = field(default_factory=demo_recipe)
     eval_clips: int = 2
     eval_crops: int = 3
-    max_concurrent: int | None = None
-    workers: int | None = None
-    data_cpus: float | None = None
-    max_failures: int = 1
-    train_resource: str | None = "auto"
-    train_wait_s: float = 900.0
+    resources: TrainResources = field(default_factory=TrainResources)
     cache_dir: str | None = None
     tracking_uri: str | None = None
     experiment: str = "e3d-search-and-train"
     log_model: bool = True
-    latency: dict[str, Any] | None = None  # the latency table's settings with a latency budget (e3d.options)
+    latency: LatencySettings | None = None  # the latency table's settings with a latency budget
 
     @property
     def seed(self) -> int:
@@ -152,136 +149,6 @@ def quick(config: JobConfig) -> JobConfig:
                    selection=replace(config.selection, top_k=1), request=request, islands=islands, log_model=False)
 
 
-class OutDir:
-    """Where the job writes. A local ``--out`` is used as it is. A pyarrow filesystem URI (``s3://bucket/prefix``,
-    ``gs://...``, ``file://...``) is the job's store and ``local`` its working copy (``cache_dir``): the search
-    checkpoints (island search) and Ray Train's checkpoints are written to the store directly; the other files
-    (``job.json``, the search outcome, the candidates' records, summaries, the synthetic data, and a snapshot of
-    the MLflow SQLite store) are written locally and copied to the store after each stage (:meth:`push`); a
-    rerun, on any machine, first fetches what its working copy lacks (:meth:`pull`)."""
-
-    DIRECT = ("search/checkpoint/", "train/train/")  # read and written on the store by the search and Ray Train
-    NOT_PULLED = DIRECT + ("mlruns/mlartifacts/",)  # MLflow reads its artifacts where they are
-    DB = "mlruns/mlflow.db"
-
-    def __init__(self, out_dir: str, cache_dir: str | None = None):
-        import hashlib
-        import os
-
-        self.uri = out_dir.rstrip("/") if "://" in str(out_dir) else None
-        self._seen: dict[str, tuple[int, int]] = {}
-        self._dirs: set[str] = set()
-        if self.uri is None:
-            self.local = Path(out_dir).expanduser().resolve()
-            self.fs = self.root = None
-        else:
-            from pipeline.search import resolve_fs
-
-            self.fs, self.root = resolve_fs(self.uri)
-            scheme, rest = self.uri.split("://", 1)
-            base = Path(cache_dir or Path(os.environ.get("E3D_CACHE_DIR", "~/.cache/e3d-ray")) / "out").expanduser()
-            name = "".join(c if c.isalnum() or c in "._-" else "_" for c in rest.split("?")[0])[-80:]
-            self.local = (base / scheme / f"{name}-{hashlib.sha1(self.uri.encode()).hexdigest()[:8]}").resolve()
-        self.local.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def remote(self) -> bool:
-        return self.uri is not None
-
-    def where(self, sub: str) -> str:
-        """``sub`` on the store (a URI), or the local path."""
-        return f"{self.uri}/{sub}" if self.uri else str(self.local / sub)
-
-    def _files(self) -> list[Any]:
-        from pyarrow.fs import FileSelector, FileType
-
-        infos = self.fs.get_file_info(FileSelector(self.root, recursive=True, allow_not_found=True))
-        return [i for i in infos if i.type == FileType.File]
-
-    def pull(self) -> int:
-        """Fetch the store's files that the working copy lacks (or holds older, different ones of)."""
-        if not self.remote:
-            return 0
-        fetched = 0
-        for info in self._files():
-            rel = info.path[len(self.root):].lstrip("/")
-            if rel.startswith(self.NOT_PULLED) or rel.endswith(".tmp") or ".tmp-" in rel:
-                continue
-            dest = self.local / rel
-            if dest.exists():
-                st = dest.stat()
-                newer = info.mtime is not None and info.mtime.timestamp() > st.st_mtime + 1
-                if rel == self.DB or st.st_size == info.size or not newer:
-                    self._mark(rel)
-                    continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with self.fs.open_input_stream(info.path) as src:
-                dest.write_bytes(src.read())
-            self._mark(rel)
-            fetched += 1
-        return fetched
-
-    def push(self) -> int:
-        """Copy new and changed local files to the store (the MLflow store as a consistent snapshot)."""
-        if not self.remote:
-            return 0
-        import sqlite3
-        import tempfile
-
-        sent = 0
-        for path in sorted(p for p in self.local.rglob("*") if p.is_file()):
-            rel = path.relative_to(self.local).as_posix()
-            if rel.startswith(self.DB) or path.suffix == ".tmp" or self._seen.get(rel) == self._stat(path):
-                continue
-            stat = self._stat(path)
-            self._write(rel, path.read_bytes())
-            self._seen[rel] = stat
-            sent += 1
-        db = self.local / self.DB
-        if db.exists() and self._seen.get(self.DB) != self._stat(db):
-            stat = self._stat(db)
-            with tempfile.TemporaryDirectory() as tmp:
-                snap = Path(tmp) / "mlflow.db"
-                with sqlite3.connect(db) as src, sqlite3.connect(snap) as dst:
-                    src.backup(dst)
-                self._write(self.DB, snap.read_bytes())
-            self._seen[self.DB] = stat
-            sent += 1
-        return sent
-
-    def _write(self, rel: str, data: bytes) -> None:
-        from pipeline.search.checkpoint import write_bytes_atomic
-
-        path = f"{self.root}/{rel}"
-        parent = path.rsplit("/", 1)[0]
-        if parent not in self._dirs and self.fs.type_name not in ("s3", "gcs"):  # object stores need no
-            self.fs.create_dir(parent, recursive=True)  # folders (and would get marker objects above --out)
-            self._dirs.add(parent)
-        write_bytes_atomic(self.fs, path, data)
-
-    @staticmethod
-    def _stat(path: Path) -> tuple[int, int]:
-        st = path.stat()
-        return st.st_size, st.st_mtime_ns
-
-    def _mark(self, rel: str) -> None:
-        path = self.local / rel
-        if path.exists():
-            self._seen[rel] = self._stat(path)
-
-    def tracking(self, experiment: str) -> Any:
-        """The job's MLflow store when no tracking URI is given: SQLite in the working copy (``mlruns/``);
-        artifacts on the store for ``s3://``/``gs://`` (MLflow writes there itself), else in the working copy
-        (copied by :meth:`push`)."""
-        from pipeline.tracking import Tracking, default_tracking_uri
-
-        if not self.remote:
-            return Tracking.local(self.local / "mlruns", experiment)
-        native = self.uri.split("://", 1)[0] in ("s3", "gs") and "?" not in self.uri
-        artifacts = f"{self.uri}/mlruns/mlartifacts" if native else (self.local / "mlruns" / "mlartifacts").as_uri()
-        return Tracking(default_tracking_uri(self.local / "mlruns"), experiment, artifacts)
-
-
 def load_data(data: DataConfig, out: Path, *, seed: int = 0):
     """The dataset to train on: the user's folder, or the synthetic one generated once under ``out/data``."""
     from pipeline.video.formats import load_dataset
@@ -313,66 +180,6 @@ def select_candidates(outcome: SearchOutcome, config: JobConfig) -> list[ArchSpe
     return specs
 
 
-def run_search(config: JobConfig, out: Path, tracking: Any, dataset: Any, *, say=print,
-               checkpoint_dir: str | None = None) -> SearchOutcome:
-    """The search stage: read a finished outcome back, else run (or resume) the strategy and log it.
-    ``checkpoint_dir``: where the island search checkpoints and writes its files (default ``out/search``;
-    a pyarrow URI allowed); the outcome files always go to ``out/search``."""
-    from e3d.search_io import read_outcome, write_outcome
-
-    search_dir = out / "search"
-    done = read_outcome(search_dir, say=say)  # a corrupt one is reported, set aside and redone
-    if done is not None and done.strategy == config.strategy:
-        say(f"[search] {done.strategy}: done before (best {done.best.score:.3f}); reading {search_dir}")
-        done.extra["resumed"] = True
-        return done
-    strategy = get_strategy(config.strategy)
-    backend = config.islands if strategy.name == "evolution" else None
-    request = config.search_request(checkpoint_dir if backend is not None and checkpoint_dir else str(search_dir),
-                                    len(dataset.classes))
-    b = request.budget
-    say(f"[search] {strategy.name} by {request.score}: budget {b.flops / 1e9 if b.flops else math.inf:.3g} GFLOPs, "
-        f"{b.layers or 'any'} layers at {request.clip.frames}x{request.clip.size}^2")
-    with tracking.run(f"search-{strategy.name}", tags={"e3d.stage": "search", "e3d.strategy": strategy.name}) as run:
-        context = SearchContext(evolution_backend=backend, tracking=tracking, run_id=run.info.run_id,
-                                trainer=RayTrainer(), progress=False)
-        if request.budget.latency_ms is not None:
-            from e3d.options import latency_predictor
-
-            context.latency = latency_predictor(config.latency, request)
-        if "data" in strategy.needs:  # the strategies that train see the job's data, clip and recipe
-            context.dataset, context.clip, context.recipe = dataset, config.clip, config.recipe
-        outcome = strategy.search(request, context)
-        files = write_outcome(search_dir, outcome)
-        log_outcome(tracking.client(), outcome, request, files)
-    say(f"[search] best {outcome.best.score:.3f} ({outcome.best.flops / 1e9:.4f} GFLOPs) in {outcome.wall_s:.1f} s")
-    return outcome
-
-
-def log_outcome(mlflow: Any, outcome: SearchOutcome, request: SearchRequest, files: dict[str, Path]) -> None:
-    """The search run: settings as params, best/median per history step as metrics, outcome files."""
-    from pipeline.tracking import spec_params
-
-    params = {"strategy": outcome.strategy, "score": outcome.score_name, "seed": request.seed,
-              "budget_gflops": request.budget.flops / 1e9 if request.budget.flops else "none",
-              "budget_mparams": request.budget.params / 1e6 if request.budget.params else "none",
-              "max_layers": request.budget.layers or "none", "clip": f"{request.clip.frames}x{request.clip.size}^2"}
-    params |= {f"option.{k}": json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
-               for k, v in request.options.items()}
-    params |= spec_params(outcome.best.spec)  # the candidate runs' names: the comparison views line them up
-    mlflow.log_params(params)
-    for i, row in enumerate(outcome.history):
-        step = int(row.get("total_iterations", row.get("step", i + 1)))
-        metrics = {k: float(row[k]) for k in ("best", "median", "acceptance_rate") if k in row
-                   and math.isfinite(float(row[k]))}
-        if metrics:
-            mlflow.log_metrics(metrics, step=step)
-    mlflow.log_metrics({"best_score": outcome.best.score, "search_wall_s": outcome.wall_s}
-                       | ({"search_cpu_s": outcome.cpu_s} if outcome.cpu_s is not None else {}))
-    for path in files.values():
-        mlflow.log_artifact(str(path), artifact_path="search")
-
-
 def register_best(results: list[Any], tracking: Any, config: JobConfig) -> str | None:
     """Register the best trained candidate (multi-view top-1) in the model registry, alias ``champion``:
     ``models:/<experiment>@champion``. None when no candidate logged a model."""
@@ -401,7 +208,7 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
     import ray
 
     from pipeline.tracking import Tracking, log_dict_json, ui_hint
-    from pipeline.train import format_table, plan_resources, train_candidates
+    from pipeline.train import format_table, train_candidates
     from pipeline.train.resources import autoscaled_training
     from pipeline.video.ray_data import skipped_report
 
@@ -451,14 +258,13 @@ def run_job(config: JobConfig, *, verbose: bool = True) -> JobResult:
         specs = select_candidates(outcome, config)
         say("[select] " + ", ".join(f"{s.name} {s.kernel_pattern} depths {list(s.depths)}" for s in specs))
         # the train nodes: asked of the autoscaler (when there is one) for the training, released after
-        units = min(len(specs), config.max_concurrent or len(specs)) * (config.workers or 1)
-        with autoscaled_training(units, train_resource=config.train_resource, timeout_s=config.train_wait_s,
-                                 say=say) as scaled:
-            plan = plan_resources(len(specs), max_concurrent=config.max_concurrent, workers=config.workers,
-                                  data_cpus=config.data_cpus, train_resource=config.train_resource)
+        resources = config.resources
+        with autoscaled_training(resources.units(len(specs)), train_resource=resources.train_resource,
+                                 timeout_s=resources.train_wait_s, say=say) as scaled:
+            plan = resources.plan(len(specs))
             results = train_candidates(specs, dataset, clip=config.clip, recipe=config.recipe, tracking=child,
                                        out_dir=out / "train", eval_clips=config.eval_clips,
-                                       eval_crops=config.eval_crops, plan=plan, max_failures=config.max_failures,
+                                       eval_crops=config.eval_crops, plan=plan, max_failures=resources.max_failures,
                                        seed=config.seed, log_model=config.log_model,
                                        storage=store.where("train/train") if store.remote else None)
         store.push()
@@ -517,17 +323,3 @@ def restarts(outcome: SearchOutcome, results: list[Any]) -> dict[str, Any]:
         sessions[r.name] = starts
     return {"search_islands": int(outcome.extra.get("restarts", 0) or 0),
             "training_sessions": sum(max(0, len(s) - 1) for s in sessions.values()), "sessions": sessions}
-
-
-def islands_from_args(args: Any) -> IslandBackend:
-    return IslandBackend(actors=args.actors, chunk_iterations=args.chunk_iterations,
-                         migration_interval=args.migration_interval, migration_size=args.migration_size,
-                         cpus_per_actor=args.cpus_per_actor, resources=args.actor_resources,
-                         max_restarts=args.max_restarts, search_resource=getattr(args, "search_resource", "auto"))
-
-
-def train_placement_from_args(args: Any) -> dict[str, Any]:
-    """The JobConfig fields of the training "resources" options: ``JobConfig(..., **train_placement_from_args(args))``."""
-    return {"train_resource": getattr(args, "train_resource", "auto"),
-            "train_wait_s": float(getattr(args, "train_wait", 900.0))}
-

@@ -62,16 +62,14 @@ def test_islands_pinned_to_the_search_resource_when_the_cluster_has_it():
 
 def test_options_reach_the_job_config():
     from pipeline.options import _resource_name
-    from pipeline.search_and_train import islands_from_args, train_placement_from_args
+    from pipeline.options import islands_from_args
 
     assert _resource_name("none") is None and _resource_name("auto") == "auto" and _resource_name("GPU") == "GPU"
     with pytest.raises(Exception):
         _resource_name("two words")
     args = SimpleNamespace(actors=None, chunk_iterations=None, migration_interval=None, migration_size=None,
-                           cpus_per_actor=1.0, actor_resources=None, max_restarts=3, search_resource=None,
-                           train_resource="train_gpu", train_wait=60.0)
+                           cpus_per_actor=1.0, actor_resources=None, max_restarts=3, search_resource=None)
     assert islands_from_args(args).search_resource is None
-    assert train_placement_from_args(args) == {"train_resource": "train_gpu", "train_wait_s": 60.0}
 
 
 def test_out_dir_on_a_filesystem_uri_mirrors_the_working_copy(tmp_path):
@@ -79,7 +77,7 @@ def test_out_dir_on_a_filesystem_uri_mirrors_the_working_copy(tmp_path):
     (file:// here; S3 on a loopback server in tests/cluster/test_sim_cluster.py)."""
     import sqlite3
 
-    from pipeline.search_and_train import OutDir
+    from pipeline.outdir import OutDir
 
     store = tmp_path / "store"
     uri = f"file://{store}"

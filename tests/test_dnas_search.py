@@ -41,6 +41,7 @@ def test_check_refuses_too_few_frames_and_needs_data():
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     ray = pytest.importorskip("ray")
+    from pipeline.options import TrainResources
     from pipeline.search_and_train import JobConfig, demo_request, quick, run_job
 
     if ray.is_initialized():
@@ -48,7 +49,8 @@ def job(tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     out = tmp_path_factory.mktemp("dnas-job")
     # train_resource=None: no wait for an autoscaler's train node on this local cluster (61 s otherwise)
-    config = JobConfig(out_dir=str(out), strategy="dnas", request=demo_request("dnas"), train_resource=None)
+    config = JobConfig(out_dir=str(out), strategy="dnas", request=demo_request("dnas"),
+                       resources=TrainResources(train_resource=None))
     result = run_job(quick(config), verbose=False)
     yield out, result
     ray.shutdown()

@@ -29,6 +29,7 @@ from e3d.cost import cost
 from e3d.spec import ArchSpec
 from e3d.statefile import CorruptFile, read_json, set_aside, write_json
 from e3d.strategy import Budget, Clip, SearchContext, SearchOutcome, get_strategy
+from pipeline.options import TrainResources
 from pipeline.context import RayTrainer
 
 from .arms import Arm, SearchSettings, arm_request
@@ -41,7 +42,8 @@ NETWORKS = "networks"
 class CompareConfig:
     """A comparison. ``seeds``: seeds of the arms whose search is training-free (0..seeds-1);
     ``training_seeds``: of the arms that train a supernet and of zoo networks (default ``seeds``). ``options``: per strategy, its
-    own settings (``{"dnas": {"epochs": 2}}``). The data's split is the same for every seed (split seed 0),
+    own settings (``{"dnas": {"epochs": 2}}``). ``resources``: how the networks train on Ray Train, as in the main
+    job (:class:`pipeline.options.TrainResources`). The data's split is the same for every seed (split seed 0),
     so every network is evaluated on the same validation videos."""
 
     arms: tuple[Arm, ...]
@@ -57,10 +59,7 @@ class CompareConfig:
     training_seeds: int | None = None
     eval_clips: int = 2
     eval_crops: int = 3
-    max_concurrent: int | None = None
-    workers: int | None = None
-    data_cpus: float | None = None
-    max_failures: int = 1
+    resources: TrainResources = field(default_factory=TrainResources)
     tracking_uri: str | None = None
     experiment: str = "e3d-compare"
     n_boot: int = 10_000
@@ -267,7 +266,7 @@ def winner(config: CompareConfig, out: Path, arm: Arm, seed: int) -> tuple[ArchS
 def run_trainings(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tracking: Any, *,
                   say: Callable[..., None] = print) -> None:
     """Train the plan's networks, one seed at a time (that seed's data order and init for all of them)."""
-    from pipeline.train import plan_resources, train_candidates  # noqa: PLC0415
+    from pipeline.train import train_candidates  # noqa: PLC0415
 
     latency = latency_predictor(config.latency_table)
     for seed in sorted({s for _, s in plan.trainings}):
@@ -281,12 +280,12 @@ def run_trainings(config: CompareConfig, plan: Plan, out: Path, dataset: Any, tr
                 say(f"[train] {spec.name}: no candidate of the search fits the budget ({over[1]}); its best is trained")
             elif rank > 0:
                 say(f"[train] {spec.name}: the search's candidate #{rank + 1}, the best within the budget")
-        resources = plan_resources(len(specs), max_concurrent=config.max_concurrent, workers=config.workers,
-                                   data_cpus=config.data_cpus)
+        placement = config.resources.plan(len(specs))
         results = train_candidates(specs, dataset, clip=config.clip, recipe=config.recipe, tracking=tracking,
                                    out_dir=out / "train", eval_clips=config.eval_clips, eval_crops=config.eval_crops,
-                                   plan=resources, max_failures=config.max_failures, seed=seed, log_model=False)
-        cpus = resources.num_workers * (resources.cpus_per_worker or 1.0) + (resources.data_cpus or 0.0)
+                                   plan=placement, max_failures=config.resources.max_failures, seed=seed,
+                                   log_model=False)
+        cpus = placement.num_workers * (placement.cpus_per_worker or 1.0) + (placement.data_cpus or 0.0)
         for (arm, spec, outcome, rank), result in zip(chosen, results):
             net = Network(arm=arm.name, strategy=arm.strategy or "zoo", score=arm.score or "", seed=seed,
                           name=spec.name, gflops=(result.train_flops or result.flops) / 1e9,

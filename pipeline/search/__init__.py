@@ -20,7 +20,8 @@ import importlib
 
 _EXPORTS = {
     "run_distributed_search": "islands",
-    "IslandOptions": "plan", "IslandSettings": "plan", "island_seed": "plan", "island_sizes": "plan", "island_config": "plan",
+    "IslandOptions": "plan", "IslandSettings": "plan", "island_seed": "plan", "island_sizes": "plan",
+    "island_config": "plan",
     "plan_rounds": "plan", "round_iterations": "plan", "migrates_after": "plan",
     "Island": "island", "Member": "island",
     "IslandLost": "backends", "LocalIslands": "backends", "RayIslands": "backends",

@@ -206,7 +206,7 @@ def test_a_rerun_from_an_empty_working_copy_resumes_from_s3(s3_job, cluster):
     """The store holds all the job needs: with its working copy gone, a new driver process (as on a new
     head node) reads the finished search and the finished candidate back from S3 instead of redoing them,
     in the same MLflow runs."""
-    from pipeline.search_and_train import OutDir
+    from pipeline.outdir import OutDir
 
     first = s3_job["result"]
     work = OutDir(s3_job["uri"]).local  # the default working copy ($E3D_CACHE_DIR)
@@ -256,7 +256,7 @@ def test_node_loss_mid_search_and_mid_training_loses_nothing(cluster, tmp_path):
     base = quick(JobConfig(out_dir=str(out)))
     epochs = 4
     config = replace(base, request=replace(base.request, options=dict(base.request.options) | {"iterations": 30_000}),
-                     recipe=base.recipe.scaled(epochs=epochs), max_failures=3)
+                     recipe=base.recipe.scaled(epochs=epochs), resources=replace(base.resources, max_failures=3))
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "300"  # the new node's workers start slowly here
     box: dict = {}
 
