@@ -5,7 +5,7 @@ import torch
 
 from e3d.dnas.space import table1_space
 from e3d.strategies.dnas import DnasSettings
-from pipeline.dnas.loop import build_state, search_epoch
+from pipeline.dnas.loop import search_epoch, setup
 from pipeline.train.checkpoint import load_state, save_state
 
 
@@ -41,7 +41,7 @@ def _flat(params):
 
 
 def test_warmup_trains_weights_only_then_both_alternate():
-    state = build_state(_config())
+    state = setup(_config())
     w0, a0 = _flat(state.core.parameters()), _flat(state.arch.parameters())
     warm = search_epoch(state, _data(0), _data(1, n=4), epoch=0)
     assert warm["phase"] == "warmup" and warm["arch_steps"] == 0 and warm["steps"] == 2
@@ -55,7 +55,7 @@ def test_warmup_trains_weights_only_then_both_alternate():
 
 def test_a_large_flops_weight_drives_the_search_to_cheaper_networks():
     """Eq. 5 with lambda large: every stack layer's skip weight and the expected FLOPs move the right way."""
-    state = build_state(_config(lam=50.0))
+    state = setup(_config(lam=50.0))
     with torch.no_grad():
         before = float(state.flops(*state.arch.weights()))
     for epoch in (1, 2):
@@ -69,12 +69,12 @@ def test_a_large_flops_weight_drives_the_search_to_cheaper_networks():
 
 def test_checkpoint_round_trip_resumes_the_same_search(tmp_path):
     config = _config()
-    state = build_state(config)
+    state = setup(config)
     search_epoch(state, _data(0), _data(1), epoch=0)
     search_epoch(state, _data(0), _data(1), epoch=1)
     state.history = [{"epoch": 1}, {"epoch": 2}]
     save_state(tmp_path, state.state_dict(2), {"epoch": 2})
-    resumed = build_state(config | {"seed": 123})  # other initial weights: everything must come from the file
+    resumed = setup(config | {"seed": 123})  # other initial weights: everything must come from the file
     resumed.load_state_dict(load_state(tmp_path))
     assert resumed.start_epoch == 2 and resumed.history == state.history
     assert resumed.scheduler.last_epoch == state.scheduler.last_epoch == 4

@@ -38,12 +38,12 @@ class DiskFullAtCheckpoint(LoopCallback):
     def on_epoch_end(self, state, metrics) -> None:
         if state.rank == 0 and metrics["epoch"] == self.epoch + 1 and not os.path.exists(self.marker):
             Path(self.marker).write_text("disk full\n")
-            import pipeline.train.loop as loop
+            import pipeline.train.worker as worker
 
             def full(folder, *_a, **_k):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{folder}/state.pt")
 
-            loop.save_state = full
+            worker.save_state = full
 
 
 @pytest.fixture(scope="module")

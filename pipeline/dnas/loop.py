@@ -1,14 +1,13 @@
-"""``search_loop_per_worker``: the supernet search every Ray Train worker runs (Sec. 3.3, Appendix A).
+"""``search_loop_per_worker``: the supernet search every Ray Train worker runs (Sec. 3.3, Appendix A), on the
+skeleton of :mod:`pipeline.train.worker` (resume, a report with a checkpoint every epoch, the final report).
 
-    state = setup(config)                          # supernet, alpha/beta, both optimizers; resume from the checkpoint
-    for epoch in range(state.start_epoch, epochs):
+    state = setup(config, placement(config))       # supernet, alpha/beta, both optimizers
+    one epoch:                                     # run(state, one_epoch, callbacks)
         for each batch of the weight part:         # equal shards: every worker takes the same number of steps
             if epoch >= warmup_epochs:             # architecture step on the next batch of the architecture part
                 arch_step(...)                     # Adam on alpha, beta: CE + lam * log_k(E[FLOPs])   (Eq. 5)
             weight_step(...)                       # SGD on the weights: CE, cosine schedule
         monitor(...)                               # the relaxed supernet on the monitoring part
-        report(...)                                # metrics + checkpoint (weights, alpha, beta, optimizers), every epoch
-    report(final)
 
 DDP: the supernet is wrapped by ``ray.train.torch.prepare_model`` (NCCL on GPUs, gloo on CPUs) for the weight steps;
 alpha and beta are not part of it. An architecture step runs the unwrapped supernet, takes ``torch.autograd.grad``
@@ -27,10 +26,9 @@ import contextlib
 import json
 import logging
 import math
-import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,36 +38,25 @@ from torch import nn
 from e3d.cost import cost
 from e3d.dnas.space import DnasSpace, derive, expected_flops
 from e3d.dnas.supernet import ArchParams, ExpectedFlops, SuperNet, cost_penalty
-from pipeline.train.checkpoint import load_state, save_state
 from pipeline.train.evaluate import Meter, all_reduce_meter
-from pipeline.train.loop import dataset_shard
+from pipeline.train.worker import (Placement, WorkerState, all_reduce_sum, dataset_shard, placement, run,
+                                   sum_over_workers, tensor_batches)
 
 log = logging.getLogger("pipeline.dnas")
 
 
-@dataclass
-class SearchState:
-    """What one worker searches with. ``history`` holds every finished epoch's metrics (all sessions)."""
+@dataclass(kw_only=True)
+class SearchState(WorkerState):
+    """What one worker searches with (``model``: the supernet)."""
 
     space: DnasSpace
     settings: dict[str, Any]
-    device: torch.device
-    rank: int
-    world: int
-    model: nn.Module          # the supernet, DDP-wrapped when world > 1
     arch: ArchParams
     flops: ExpectedFlops
     w_opt: torch.optim.Optimizer
     a_opt: torch.optim.Optimizer
     scheduler: Any
     autocast: Any
-    start_epoch: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def core(self) -> SuperNet:
-        m = self.model
-        return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {"supernet": self.core.state_dict(), "arch": self.arch.state_dict(), "w_opt": self.w_opt.state_dict(),
@@ -92,19 +79,14 @@ def cosine_factor(step: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def build_state(config: dict[str, Any], *, rank: int = 0, world: int = 1, device: torch.device | None = None,
-                wrap: Any = None) -> SearchState:
-    """Supernet (same seed on every rank), architecture parameters, optimizers, schedule. ``wrap`` puts the
-    supernet on its device (Ray Train's ``prepare_model``: DDP when ``world > 1``); none: as built."""
+def setup(config: dict[str, Any], where: Placement = Placement()) -> SearchState:
+    """Supernet (same seed on every rank), architecture parameters, optimizers, schedule."""
     space, s = DnasSpace.from_dict(config["space"]), dict(config["settings"])
-    device = device or torch.device("cpu")
-    if config.get("torch_threads"):
-        torch.set_num_threads(int(config["torch_threads"]))
     torch.manual_seed(int(config.get("seed", 0)))
     net = SuperNet(space, dropout=float(s["dropout"]))
-    model = wrap(net) if wrap is not None else net.to(device)
-    arch = ArchParams(space).to(device)
-    flops = ExpectedFlops(space).to(device)
+    model = where.prepare(net)
+    arch = ArchParams(space).to(where.device)
+    flops = ExpectedFlops(space).to(where.device)
     w_opt = torch.optim.SGD(net.parameters(), lr=float(s["lr"]), momentum=float(s["momentum"]),
                             weight_decay=float(s["weight_decay"]))
     a_opt = torch.optim.Adam(arch.parameters(), lr=float(s["arch_lr"]), betas=(0.5, 0.999),
@@ -113,35 +95,11 @@ def build_state(config: dict[str, Any], *, rank: int = 0, world: int = 1, device
     floor = min(1.0, float(s["min_lr"]) / float(s["lr"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(w_opt, lambda it: cosine_factor(it, total, floor))
     autocast = contextlib.nullcontext
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if where.device.type == "cuda" and torch.cuda.is_bf16_supported():
         autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
-    return SearchState(space, s, device, rank, world, model, arch, flops, w_opt, a_opt, scheduler, autocast)
-
-
-def setup(config: dict[str, Any]) -> SearchState:
-    """:func:`build_state` on this Train worker; resume from Train's checkpoint when there is one."""
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    state = build_state(config, rank=ctx.get_world_rank(), world=ctx.get_world_size(),
-                        device=ray.train.torch.get_device(), wrap=ray.train.torch.prepare_model)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state.load_state_dict(load_state(d, map_location=state.device))
-        if state.rank == 0:
-            log.info(f"[dnas] resumed from the checkpoint of epoch {state.start_epoch}/{state.settings['epochs']}")
-    return state
-
-
-# -- batches ---------------------------------------------------------------------------------------------
-def batches(shard: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(clips, labels)`` numpy batches of a dataset shard as tensors (copied: Ray's arrays are read-only)."""
-    if shard is None:
-        return
-    for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
-        yield torch.from_numpy(np.array(b["clip"], dtype=np.float32)), torch.from_numpy(np.array(b["label"])).long()
+    return SearchState(rank=where.rank, world=where.world, device=where.device, model=model, epochs=int(s["epochs"]),
+                       label="[dnas] supernet", space=space, settings=s, arch=arch, flops=flops, w_opt=w_opt,
+                       a_opt=a_opt, scheduler=scheduler, autocast=autocast)
 
 
 # -- the two steps -------------------------------------------------------------------------------------
@@ -170,10 +128,7 @@ def arch_step(state: SearchState, batch: tuple[torch.Tensor, torch.Tensor] | Non
         grads = [torch.zeros_like(p) for p in params]
     had_batch = torch.tensor([0.0 if batch is None else 1.0], dtype=torch.float64, device=state.device)
     flat = torch.cat([g.detach().reshape(-1).to(torch.float64) for g in grads] + [had_batch])
-    if state.world > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(flat)
+    flat = all_reduce_sum(flat)
     workers_with_data = float(flat[-1])
     if workers_with_data == 0:
         return False
@@ -210,19 +165,16 @@ def search_epoch(state: SearchState, train: Any, arch: Any, epoch: int, callback
     bs, searching = int(s["batch_size"]), epoch >= int(s["warmup_epochs"])
     state.model.train()
     w_meter, a_meter = Meter(), Meter()
-    arch_iter = batches(arch, bs) if searching else None
+    arch_iter = tensor_batches(arch, bs, state.device) if searching else None
     arch_live = searching  # until no worker has an architecture batch left in this epoch
     arch_losses: list[float] = []
     steps = arch_steps = 0
     t0, cpu0 = time.perf_counter(), time.process_time()
-    for x, y in batches(train, bs):
-        x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
+    for x, y in tensor_batches(train, bs, state.device):
         if arch_live:
             nxt = next(arch_iter, None) if arch_iter is not None else None
             if nxt is None:
                 arch_iter = None
-            else:
-                nxt = (nxt[0].to(state.device, non_blocking=True), nxt[1].to(state.device, non_blocking=True))
             arch_live = arch_step(state, nxt, a_meter, arch_losses)
             arch_steps += arch_live
         weight_step(state, x, y, w_meter)
@@ -241,7 +193,7 @@ def search_epoch(state: SearchState, train: Any, arch: Any, epoch: int, callback
     if arch_steps:
         out |= {"arch_ce": arch_m.loss_sum / max(arch_m.count, 1), "arch_top1": 100 * arch_m.top1 / max(arch_m.count, 1),
                 "arch_loss": float(np.mean(arch_losses)) if arch_losses else math.nan}
-    out["cpu_s"] = _sum_over_workers(time.process_time() - cpu0, state)
+    out["cpu_s"] = sum_over_workers(time.process_time() - cpu0, state.device)
     return out
 
 
@@ -253,8 +205,7 @@ def monitor(state: SearchState, shard: Any) -> dict[str, Any]:
     core, meter = state.core, Meter()
     core.eval()
     alpha_w, beta_w = state.arch.weights()
-    for x, y in batches(shard, int(state.settings["batch_size"])):
-        x, y = x.to(state.device), y.to(state.device)
+    for x, y in tensor_batches(shard, int(state.settings["batch_size"]), state.device):
         with state.autocast():
             logits = core(x, alpha_w, beta_w).float()
         meter.update(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
@@ -275,49 +226,23 @@ def architecture_metrics(state: SearchState) -> dict[str, Any]:
             "alpha_json": json.dumps(alpha), "beta_json": json.dumps(beta)}
 
 
-def _sum_over_workers(value: float, state: SearchState) -> float:
-    if state.world == 1:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=state.device)
-    dist.all_reduce(t)
-    return float(t.item())
-
-
-def report(state: SearchState, metrics: dict[str, Any], epoch: int, name: str) -> None:
-    """``ray.train.report`` the numeric metrics with a checkpoint written by rank 0."""
-    import ray.train
-
-    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if state.rank == 0:
-            save_state(tmp, state.state_dict(epoch), numeric)
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(numeric, checkpoint=checkpoint, checkpoint_dir_name=name)
+def one_epoch(state: SearchState, epoch: int, train: Any, arch: Any, mon: Any, callbacks=()) -> dict[str, Any]:
+    """:func:`search_epoch`, :func:`monitor` and :func:`architecture_metrics`; the console line."""
+    t0 = time.perf_counter()
+    metrics = search_epoch(state, train, arch, epoch, callbacks)
+    metrics |= monitor(state, mon)
+    metrics |= architecture_metrics(state)
+    metrics["epoch_time_s"] = time.perf_counter() - t0
+    if state.rank == 0:
+        log.info(f"{state.label} epoch {epoch + 1}/{state.epochs} ({metrics['phase']}): "
+                 f"train_loss={metrics['train_loss']:.4g} expected={metrics['expected_gflops']:.4g}G "
+                 f"derived={metrics['derived_gflops']:.4g}G widths {metrics['derived_widths']} "
+                 f"stack {metrics['derived_depths']}")
+    return metrics
 
 
 def search_loop_per_worker(config: dict[str, Any]) -> None:
     callbacks = list(config.get("callbacks") or [])
-    state = setup(config)
+    state = setup(config, placement(config))
     train, arch, mon = dataset_shard("train"), dataset_shard("arch"), dataset_shard("monitor")
-    epochs = int(state.settings["epochs"])
-    for cb in callbacks:
-        cb.on_start(state)
-    for epoch in range(state.start_epoch, epochs):
-        t0 = time.perf_counter()
-        metrics = search_epoch(state, train, arch, epoch, callbacks)
-        metrics |= monitor(state, mon)
-        metrics |= architecture_metrics(state)
-        metrics["epoch_time_s"] = time.perf_counter() - t0
-        state.history.append(metrics)
-        for cb in callbacks:
-            cb.on_epoch_end(state, metrics)
-        if state.rank == 0:
-            log.info(f"[dnas] epoch {epoch + 1}/{epochs} ({metrics['phase']}): train_loss={metrics['train_loss']:.4g} "
-                     f"expected={metrics['expected_gflops']:.4g}G derived={metrics['derived_gflops']:.4g}G "
-                     f"widths {metrics['derived_widths']} stack {metrics['derived_depths']}")
-        report(state, metrics, epoch + 1, f"epoch_{epoch + 1:04d}")
-    final = dict(state.history[-1]) if state.history else {}
-    report(state, final | {"is_final": 1}, epochs, f"final_{epochs:04d}_{time.strftime('%Y%m%d-%H%M%S')}")
+    run(state, lambda s, epoch: one_epoch(s, epoch, train, arch, mon, callbacks), callbacks)

@@ -2,15 +2,15 @@
 from rank 0 of the Train workers into the job's search run."""
 from __future__ import annotations
 
+import json
 import logging
-import math
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from e3d.dnas.space import DnasSpace, op_name
+from pipeline.tracking import WorkerMetricsLogger
 
 log = logging.getLogger("pipeline.dnas")
 
@@ -68,37 +68,18 @@ def weight_metrics(space: DnasSpace, alpha: Sequence, beta: Sequence) -> dict[st
 
 
 @dataclass
-class DnasMlflowLogger:
-    """A loop callback (rank 0): each epoch's metrics, every architecture weight and the heatmap artifact
-    (``arch/epoch_NNNN.png``) into run ``run_id``. Tracking never stops the search: failures warn."""
+class DnasMlflowLogger(WorkerMetricsLogger):
+    """The workers' MLflow logger (rank 0) with every architecture weight as a metric and the heatmap artifact
+    (``arch/epoch_NNNN.png``) each epoch. Tracking never stops the search: failures warn."""
 
-    tracking_uri: str
-    run_id: str
     heatmaps: bool = True
-
-    def __post_init__(self) -> None:
-        self._client: Any = None
-
-    def on_start(self, state: Any) -> None:
-        if state.rank == 0:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.tracking_uri)
-
-    def on_step(self, state: Any, epoch: int, loss: Any) -> None:
-        pass
-
-    def on_evaluation(self, state: Any, metrics: dict[str, Any]) -> None:
-        pass
 
     def on_epoch_end(self, state: Any, metrics: dict[str, Any]) -> None:
         if self._client is None:
             return
-        import json
-
         epoch = int(metrics["epoch"])
         alpha, beta = json.loads(metrics["alpha_json"]), json.loads(metrics["beta_json"])
-        self.log(metrics | weight_metrics(state.space, alpha, beta), step=epoch)
+        super().on_epoch_end(state, metrics | weight_metrics(state.space, alpha, beta))
         if self.heatmaps:
             try:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -109,15 +90,3 @@ class DnasMlflowLogger:
                     self._client.log_artifact(self.run_id, str(png), artifact_path="arch")
             except Exception as exc:  # noqa: BLE001 - tracking must never kill the search
                 log.warning("[dnas] heatmap logging failed (%r); continuing", exc)
-
-    def log(self, metrics: Mapping[str, Any], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
-        try:
-            for i in range(0, len(batch), 900):
-                self._client.log_batch(self.run_id, metrics=batch[i:i + 900])
-        except Exception as exc:  # noqa: BLE001
-            log.warning("[dnas] MLflow logging failed (%r); continuing", exc)

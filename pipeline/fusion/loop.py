@@ -1,59 +1,47 @@
-"""``template_loop``: the Ray Train worker loop that learns the template's weights and gate probabilities.
+"""``template_loop``: the Ray Train worker loop that learns the template's weights and gate probabilities, on the
+skeleton of :mod:`pipeline.train.worker` (resume, a report with a checkpoint every epoch, the final report from
+which the driver reads the result).
 
-    state = setup(config)                    # template, SGD (weights) + Adam (gate logits), schedule; resume
-    for epoch in range(state.start_epoch, epochs):
+    state = setup(config, placement(config))  # template, SGD (weights) + Adam (gate logits), schedule
+    one epoch:                                # run(state, one_epoch, callbacks)
         train_epoch(...)                     # loss = CE (Monte Carlo over relaxed gates) + kl_weight * KL / N
         validate(...)                        # expected gates 1 - p
-        report(...)                          # metrics + checkpoint (weights, optimizers, p per epoch)
-    report(final)                            # a last checkpoint, so the driver reads the result from it
 
 Eq. S9 is the negative ELBO over the whole training set: ``KL - sum_t log p(y_t | x_t, w e^t)``; per clip that
 is the mean cross-entropy plus ``KL / N`` (``N`` training clips). ``config`` keys: ``template``
 (:class:`~e3d.fusion.template.TemplateSettings` as a dict), ``recipe``, ``num_classes``, ``n_train``,
 ``steps_per_epoch``, ``length_scale``, ``kl_weight``, ``arch_lr``, ``seed``, ``torch_threads``,
 ``callbacks`` (loop callbacks with ``on_start(state)`` and ``on_epoch_end(state, metrics)``, e.g.
-:class:`pipeline.tracking.WorkerMetricsLogger` into the search run).
+:class:`pipeline.tracking.WorkerMetricsLogger` into the search run). Each epoch's metrics hold ``drop_p`` (every
+layer's drop probabilities), which reports and MLflow leave out.
 """
 from __future__ import annotations
 
-import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from e3d.fusion.template import UNITS, TemplateNet, TemplateSettings, posterior
 from pipeline.train.evaluate import Meter, all_reduce_meter
-from pipeline.train.loop import dataset_shard
 from pipeline.train.optim import make_scheduler
 from pipeline.train.recipe import Recipe
+from pipeline.train.worker import (Placement, WorkerState, dataset_shard, placement, run, sum_over_workers,
+                                   tensor_batches)
 
-STATE_FILE = "template.pt"
 
-
-@dataclass
-class TemplateState:
-    """What one worker trains; ``start_epoch`` and ``history`` come back from the checkpoint on resume."""
+@dataclass(kw_only=True)
+class TemplateState(WorkerState):
+    """What one worker trains (``model``: the template)."""
 
     settings: TemplateSettings
     recipe: Recipe
-    device: torch.device
-    rank: int
-    world: int
-    model: nn.Module  # DDP-wrapped when world > 1
     optimizer: torch.optim.Optimizer
     arch_optimizer: torch.optim.Optimizer
     scheduler: Any
-    start_epoch: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def core(self) -> TemplateNet:
-        return self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -61,34 +49,24 @@ class TemplateState:
                 "epoch": epoch, "history": self.history, "settings": self.settings.to_dict(),
                 "layout": self.core.layout(), "drop_p": [p.tolist() for p in self.core.drop_probabilities()]}
 
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.core.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.arch_optimizer.load_state_dict(saved["arch_optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.start_epoch, self.history = int(saved["epoch"]), list(saved["history"])
 
-def setup(config: dict[str, Any]) -> TemplateState:
-    import ray.train
-    import ray.train.torch
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+def setup(config: dict[str, Any], where: Placement = Placement()) -> TemplateState:
     settings, recipe = TemplateSettings.from_dict(config["template"]), Recipe.from_dict(config["recipe"])
-    if config.get("torch_threads"):
-        torch.set_num_threads(int(config["torch_threads"]))
     torch.manual_seed(int(config.get("seed", 0)))
-    model = TemplateNet(settings, int(config["num_classes"]))
-    core = model
-    model = ray.train.torch.prepare_model(model)
-    device = ray.train.torch.get_device()
-    optimizer, arch_optimizer = make_optimizers(core, recipe, recipe.lr_for(world), float(config["arch_lr"]))
+    core = TemplateNet(settings, int(config["num_classes"]))
+    model = where.prepare(core)
+    optimizer, arch_optimizer = make_optimizers(core, recipe, recipe.lr_for(where.world), float(config["arch_lr"]))
     scheduler = make_scheduler(optimizer, recipe, int(config["steps_per_epoch"]))
-    state = TemplateState(settings, recipe, device, rank, world, model, optimizer, arch_optimizer, scheduler)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            saved = torch.load(f"{d}/{STATE_FILE}", map_location=device, weights_only=False)
-        state.core.load_state_dict(saved["model"])
-        state.optimizer.load_state_dict(saved["optimizer"])
-        state.arch_optimizer.load_state_dict(saved["arch_optimizer"])
-        state.scheduler.load_state_dict(saved["scheduler"])
-        state.start_epoch, state.history = int(saved["epoch"]), list(saved["history"])
-    return state
+    return TemplateState(rank=where.rank, world=where.world, device=where.device, model=model, epochs=recipe.epochs,
+                         label="[fusion] template", settings=settings, recipe=recipe, optimizer=optimizer,
+                         arch_optimizer=arch_optimizer, scheduler=scheduler)
 
 
 def make_optimizers(model: TemplateNet, recipe: Recipe, lr: float, arch_lr: float):
@@ -106,20 +84,13 @@ def make_optimizers(model: TemplateNet, recipe: Recipe, lr: float, arch_lr: floa
     return sgd, torch.optim.Adam(model.arch_parameters(), lr=arch_lr)
 
 
-def _batches(shard: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
-        x, y = (np.asarray(batch[k]) for k in ("clip", "label"))
-        yield torch.as_tensor(x if x.flags.writeable else x.copy()), torch.as_tensor(np.array(y, dtype=np.int64))
-
-
 def train_epoch(state: TemplateState, shard: Any, config: dict[str, Any]) -> dict[str, Any]:
     model, core, recipe = state.model, state.core, state.recipe
     n_train, k, weight = int(config["n_train"]), float(config["length_scale"]), float(config["kl_weight"])
     mc = state.settings.mc_samples
     model.train()
     meter, kl_value, steps, t0 = Meter(), 0.0, 0, time.perf_counter()
-    for x, y in _batches(shard, recipe.batch_size):
-        x, y = x.to(state.device), y.to(state.device)
+    for x, y in tensor_batches(shard, recipe.batch_size, state.device):
         ce = 0.0
         for _ in range(mc):  # Eq. S8: Monte Carlo over gate samples (fresh relaxed gates every pass)
             logits = model(x)
@@ -146,8 +117,7 @@ def train_epoch(state: TemplateState, shard: Any, config: dict[str, Any]) -> dic
 def validate(state: TemplateState, shard: Any) -> dict[str, Any]:
     core, meter = state.core, Meter()
     core.eval()
-    for x, y in _batches(shard, state.recipe.batch_size):
-        x, y = x.to(state.device), y.to(state.device)
+    for x, y in tensor_batches(shard, state.recipe.batch_size, state.device):
         logits = core(x)
         meter.update(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
     return {k: v for k, v in all_reduce_meter(meter, state.device).summary("val").items() if k != "val_top5"}
@@ -163,48 +133,21 @@ def layer_metrics(core: TemplateNet) -> dict[str, float]:
     return out
 
 
-def _cpu_sum(seconds: float, device: torch.device) -> float:
-    """CPU-seconds summed over the workers (Train keeps rank 0's report only)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return seconds
-    t = torch.tensor([seconds], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item())
-
-
-def report(state: TemplateState, metrics: dict[str, Any], epoch: int, name: str) -> None:
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if state.rank == 0:
-            torch.save(state.state_dict(epoch), f"{tmp}/{STATE_FILE}")
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+def one_epoch(state: TemplateState, epoch: int, train: Any, val: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`train_epoch`, :func:`validate` when there is a ``"val"`` shard, the layers' posteriors and
+    ``drop_p``; CPU-seconds summed over the workers (Train keeps rank 0's report only)."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    metrics: dict[str, Any] = {"epoch": epoch + 1} | train_epoch(state, train, config)
+    if val is not None:
+        metrics |= validate(state, val)
+    metrics |= layer_metrics(state.core)
+    return metrics | {"epoch_time_s": time.perf_counter() - t0,
+                      "cpu_s": sum_over_workers(time.process_time() - cpu0, state.device),
+                      "drop_p": [p.tolist() for p in state.core.drop_probabilities()]}
 
 
 def template_loop(config: dict[str, Any]) -> None:
     callbacks = list(config.get("callbacks") or [])
-    state = setup(config)
+    state = setup(config, placement(config))
     train, val = dataset_shard("train"), dataset_shard("val")
-    for cb in callbacks:
-        cb.on_start(state)
-    epochs = state.recipe.epochs
-    for epoch in range(state.start_epoch, epochs):
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        metrics: dict[str, Any] = {"epoch": epoch + 1} | train_epoch(state, train, config)
-        if val is not None:
-            metrics |= validate(state, val)
-        metrics |= layer_metrics(state.core)
-        metrics |= {"epoch_time_s": time.perf_counter() - t0,
-                    "cpu_s": _cpu_sum(time.process_time() - cpu0, state.device),
-                    "drop_p": [p.tolist() for p in state.core.drop_probabilities()]}
-        state.history.append(metrics)
-        for cb in callbacks:
-            cb.on_epoch_end(state, {k: v for k, v in metrics.items() if k != "drop_p"})
-        report(state, {k: v for k, v in metrics.items() if k != "drop_p"}, epoch + 1, f"epoch_{epoch + 1:04d}")
-    final = {"epoch": epochs, "is_final": 1} | {k: v for k, v in (state.history[-1] if state.history else {}).items()
-                                                 if k not in ("epoch", "drop_p")}
-    report(state, final, epochs, f"final_{epochs:04d}_{time.strftime('%Y%m%d-%H%M%S')}")
+    run(state, lambda s, epoch: one_epoch(s, epoch, train, val, config), callbacks)

@@ -26,7 +26,7 @@ from e3d.strategy import SearchContext, SearchRequest
 from pipeline.train.data import as_source, steps_per_epoch
 from pipeline.train.recipe import Recipe
 
-from .loop import STATE_FILE, template_loop
+from .loop import template_loop
 
 
 @dataclass
@@ -123,9 +123,9 @@ def train_template(data: Any, settings: TemplateSettings, *, recipe: Recipe, out
 
 def read_result(checkpoint_dir: str | Path, *, wall_s: float = 0.0, length_scale: float = math.nan,
                 run_dir: str | Path = "") -> TemplateResult:
-    import torch
+    from pipeline.train.checkpoint import load_state
 
-    state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=False)
+    state = load_state(checkpoint_dir)
     history = list(state["history"])
     return TemplateResult(layout=[tuple(x) for x in state["layout"]],
                           drop_p=[np.asarray(p, dtype=np.float64) for p in state["drop_p"]], history=history,

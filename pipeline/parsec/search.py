@@ -47,12 +47,13 @@ def run_parsec(request: SearchRequest, context: SearchContext, settings: ParsecS
     import ray
     import torch
 
+    from pipeline.train.checkpoint import load_state
     from pipeline.train.data import as_source, steps_per_epoch
     from pipeline.train.resources import plan_resources
     from pipeline.train.trainer import build_trainer
 
     from .engine import mode_summary
-    from .loop import load_checkpoint, parsec_loop_per_worker
+    from .loop import parsec_loop_per_worker
 
     start, cpu0 = time.perf_counter(), time.process_time()
     if not ray.is_initialized():
@@ -83,7 +84,7 @@ def run_parsec(request: SearchRequest, context: SearchContext, settings: ParsecS
         raise fit.error
     if fit.checkpoint is None:
         raise RuntimeError("the PARSEC search finished without a checkpoint")
-    state = load_checkpoint(fit.checkpoint.path)
+    state = load_state(fit.checkpoint.path)
     history = list(state["history"])
 
     dist = ArchDistribution(space.sizes)

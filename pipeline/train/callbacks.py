@@ -1,4 +1,4 @@
-"""Hooks of the worker loop (:func:`pipeline.train.loop.train_loop_per_worker`): what is not training itself.
+"""Hooks of the worker loops (:func:`pipeline.train.worker.run`): what is not training itself.
 
 Callbacks travel in the loop's config (``config["callbacks"]``, pickled to every worker) and run on every
 rank; a callback that should act once checks ``state.rank``. MLflow's per-epoch logging is one
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from .loop import WorkerState
+    from .worker import WorkerState
 
 log = logging.getLogger("pipeline.train")
 

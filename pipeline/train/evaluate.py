@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .worker import all_reduce_sum
+
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Iterable[int] = (1, 5)) -> dict[int, int]:
     """Number of rows whose label is among the ``k`` largest logits, for each ``k`` (capped at the number
@@ -142,13 +144,7 @@ def gather_views(acc: ViewAccumulator) -> ViewAccumulator:
 
 def all_reduce_meter(meter: Meter, device: torch.device | None = None) -> Meter:
     """Sum a meter over all workers (no-op without a process group)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return meter
-    t = meter.as_tensor().to(device or torch.device("cpu"))
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return Meter.from_tensor(t.cpu())
+    return Meter.from_tensor(all_reduce_sum(meter.as_tensor().to(device or torch.device("cpu"))).cpu())
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """A progress bar over the epochs of every candidate a Tune run trains (on the driver, silent off a terminal).
 
-``EpochProgress`` is a Tune callback: each trial's reports carry ``epoch`` (:func:`pipeline.train.loop.report`),
+``EpochProgress`` is a Tune callback: each trial's reports carry ``epoch`` (:func:`pipeline.train.worker.report`),
 so the bar advances by the epochs each trial finished since its last report, resumed trials included, and shows
 which candidates are training and where they are: ``40%|████    | 12/30 [01:05<01:37, 5.4 s/epoch, cand1=7/15]``.
 The per-epoch lines of the workers are printed above it (:func:`e3d.progress.suspended`).
