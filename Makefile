@@ -20,8 +20,11 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python jobs/search_and_train.py
 
+# the modules on TEST_WORKERS parallel pytest-xdist workers, each module (and its Ray session) on one worker; most
+# of a module's time is Ray and Ray Train starting and waiting, so 3 workers overlap it on 2 cores
+TEST_WORKERS ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # the property tests (Hypothesis) drawing new examples each run; `make test` draws the same ones every time
 test-props: $(STAMP)

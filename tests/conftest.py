@@ -1,5 +1,6 @@
 """Shared test settings: quiet third-party telemetry, a faster Ray Train poll, locate ../shared beside the repo."""
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -8,6 +9,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Ray Train's controller polls its workers every 2 s; the tests' fits last seconds, so poll faster (before any
 # ray.init, so every Ray process inherits it)
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# ... and start no preemption-watcher actor (one more process per fit, polling every 5 s) for local clusters that
+# are never drained
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -21,6 +25,35 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile("ci")
+
+
+# `make test` runs the modules on several pytest-xdist workers (`--dist loadfile`: a module, and its Ray session, stays
+# on one worker; a worker takes the next module when it is almost done). The modules that take longest (one or two
+# Ray Train / Tune runs end to end) start first, so that no worker is still on one of them after the others are done.
+HEAVY_FIRST = ("test_compare", "test_proxy_study", "test_train_candidates", "test_train_loop", "test_export",
+               "test_predict", "test_search_and_train", "test_dnas_search", "test_tune_search", "test_fusion",
+               "test_parsec_job", "test_faults_train", "test_train_failure", "test_faults", "test_evolution",
+               "test_ray_search", "test_video_prepare", "test_model", "test_family_twostream", "test_latency")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):
+        return  # a plain (serial) run keeps pytest's order
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a module's tests keep their order
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_ray_left_over():
+    """Each module starts and ends without a Ray session: one that a module (or a job it ran in process) left open
+    would otherwise meet the next module on the same xdist worker, whichever that is."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
