@@ -14,7 +14,7 @@ run stopped. The final evaluation is K clips x 3 crops per validation video.
 
 MLflow (a SQLite store under --out unless --tracking-uri): one experiment, a parent run for this job, one
 child run per candidate (spec params, per-epoch metrics, spec JSON, curves, the final model), the summary
-table at the parent. This script only parses arguments: the work is :func:`pipeline.train.train_candidates`.
+table at the parent. This script only parses and checks arguments: the work is :func:`pipeline.train_job.run_train_job`.
 Exit status 1: a candidate failed; 2: a bad option; 28: the disk is full (one line; free space and rerun the
 same command: it resumes from the last good checkpoint; docs/faults.md).
 """
@@ -23,8 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from pathlib import Path
+from functools import partial
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -33,7 +32,7 @@ from e3d.options import Parser, resolve_clip  # noqa: E402
 from pipeline.faults import exits_on_out_of_space  # noqa: E402
 from pipeline.options import (DEMO, add_data_options, add_ray_options, add_tracking_options,  # noqa: E402
                               add_training_options, check_clip, check_data, check_out, check_recipe, check_specs,
-                              init_ray, tracking_from_args)
+                              init_ray, tracking_from_args, train_resources_from_args)
 
 DEFAULT_SPECS = ["E3D-S", "X3D-S"]
 
@@ -59,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
     out = check_out(parser, args.out).resolve()
     specs = check_specs(parser, args.specs or DEFAULT_SPECS, "SPEC")
     demo = not args.data
@@ -75,44 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.search_and_train import DataConfig, load_data  # noqa: PLC0415
 
         dataset = load_data(DataConfig(), out, seed=args.seed)
-    eval_clips = args.eval_clips or (2 if demo else 10)
-    print(f"[train] {len(specs)} candidate(s) {', '.join(s.name for s in specs)} on {dataset.root} "
-          f"({len(dataset.classes)} classes, {len(dataset.train)} train / {len(dataset.val)} val videos), "
-          f"clips {clip.frames}x{clip.size}x{clip.size} every {clip.sampling_rate} frames; "
-          f"{recipe.epochs} epochs, batch {recipe.batch_size}/worker")
 
-    init_ray(args)
-    from pipeline.train import format_table, plan_resources, train_candidates  # noqa: PLC0415
+    from pipeline.train_job import TrainJob, run_train_job  # noqa: PLC0415
 
-    plan = plan_resources(len(specs), max_concurrent=args.max_concurrent, workers=args.workers,
-                          data_cpus=args.data_cpus)
-    tracking = tracking_from_args(args, out)
-    dataset.save_label_map(out / "label_map.json")  # the class names, for e3d predict on the candidates
-    common = dict(clip=clip, recipe=recipe, out_dir=out, eval_clips=eval_clips, eval_crops=args.eval_crops,
-                  plan=plan, resume=not args.no_resume, max_failures=args.max_failures, seed=args.seed,
-                  log_model=not args.no_log_model)
-    if tracking is None:
-        results = train_candidates(specs, dataset, tracking=None, **common)
-    else:
-        with tracking.run(f"train-{time.strftime('%Y%m%d-%H%M%S')}", tags={"e3d.kind": "train-job"}) as parent:
-            mlflow = tracking.client()
-            mlflow.log_params({f"job.{k}": str(v)[:500] for k, v in vars(args).items() if v is not None}
-                              | {"job.candidates": ",".join(s.name for s in specs), "job.plan": plan.describe()})
-            mlflow.log_artifact(str(out / "label_map.json"), "data")
-            results = train_candidates(specs, dataset, tracking=tracking.child(parent.info.run_id), **common)
-            ok = [r for r in results if r.ok]
-            if ok:
-                best = max(ok, key=lambda r: r.mv_top1)
-                mlflow.log_metrics({"best_top1": best.mv_top1, "job_time_s": time.perf_counter() - t0})
-                mlflow.set_tag("e3d.best", best.name)
-    print()
-    print(format_table(results))
-    print(f"\nwall time {time.perf_counter() - t0:.0f} s; outputs in {out}")
-    if tracking is not None:
-        from pipeline.tracking import ui_hint  # noqa: PLC0415
-
-        print(f"MLflow UI:\n{ui_hint(tracking)}")
-    return 0 if all(r.ok for r in results) else 1
+    job = TrainJob(tuple(specs), clip, recipe, out, eval_clips=args.eval_clips or (2 if demo else 10),
+                   eval_crops=args.eval_crops, resources=train_resources_from_args(args), resume=not args.no_resume,
+                   seed=args.seed, log_model=not args.no_log_model,
+                   params={f"job.{k}": str(v)[:500] for k, v in vars(args).items() if v is not None})
+    return run_train_job(job, dataset, tracking_from_args(args, out), start_ray=partial(init_ray, args))
 
 
 if __name__ == "__main__":
