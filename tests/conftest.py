@@ -36,6 +36,16 @@ HEAVY_FIRST = ("test_compare", "test_proxy_study", "test_train_candidates", "tes
                "test_ray_search", "test_video_prepare", "test_model", "test_family_twostream", "test_latency")
 
 
+def pytest_configure(config):
+    """On an xdist worker, every ``ray.init`` starts its node again when the raylet missed Ray's fixed 30 s to
+    register (several workers starting nodes at once on 2 busy cores): tests/ray_startup.py."""
+    if hasattr(config, "workerinput"):
+        import ray
+        from ray_startup import retrying_init
+
+        ray.init = retrying_init(ray.init)
+
+
 def pytest_collection_modifyitems(config, items):
     if not hasattr(config, "workerinput"):
         return  # a plain (serial) run keeps pytest's order

@@ -19,12 +19,13 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from ray_startup import kill_pids, started  # noqa: E402  (tests/ is on sys.path)
 
 LOOPBACK = "127.0.0.1"
 
@@ -47,51 +48,6 @@ def pids_naming(text: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def kill_pids(pids: list[int], timeout: float = 10.0) -> None:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL: these pids only."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.2)
-        alive = [p for p in alive if _alive(p)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-STARTUP_TRIES = 3  # Ray waits a fixed 30 s for a new raylet to register: too short on a loaded 2-core machine
-
-
-def started(start, what: str):
-    """``start()``, tried again (up to :data:`STARTUP_TRIES` times) when Ray gives up on a node whose raylet did
-    not register with the GCS within its fixed 30 s ("timed out during startup"); the processes that attempt
-    started (this process's new children) are ended by pid first, so no half-started node joins later."""
-    import psutil
-
-    for attempt in range(1, STARTUP_TRIES + 1):
-        before = {c.pid for c in psutil.Process().children(recursive=True)}
-        try:
-            return start()
-        except Exception as exc:  # noqa: BLE001 - only Ray's startup timeout is retried
-            if "timed out during startup" not in str(exc) or attempt == STARTUP_TRIES:
-                raise
-            new = [c.pid for c in psutil.Process().children(recursive=True) if c.pid not in before]
-            print(f"[sim] {what}: the raylet did not register within Ray's 30 s (attempt {attempt}); "
-                  f"ending its {len(new)} processes and starting it again")
-            kill_pids(new)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @contextlib.contextmanager
