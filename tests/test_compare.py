@@ -137,6 +137,7 @@ def comparison(tmp_path_factory, ray_cluster):
     return config, result, out
 
 
+@pytest.mark.timeout(1200)  # whichever runs first sets up `comparison`: 610 s beside two xdist workers and a study (load ~20)
 def test_comparison_writes_every_output(comparison):
     config, result, out = comparison
     rows = list(csv.DictReader((out / "results.csv").open()))
@@ -161,6 +162,7 @@ def test_comparison_writes_every_output(comparison):
     assert result.verdict in table
 
 
+@pytest.mark.timeout(1200)
 def test_comparison_logs_a_parent_and_a_child_per_network(comparison):
     from mlflow.tracking import MlflowClient
 
@@ -173,6 +175,7 @@ def test_comparison_logs_a_parent_and_a_child_per_network(comparison):
     assert {f"search-{n.name}" for n in result.networks} <= names
 
 
+@pytest.mark.timeout(1200)
 def test_comparison_resumes_without_redoing_anything(comparison, capsys):
     from pipeline.compare import make_plan, run_comparison
 
@@ -185,6 +188,7 @@ def test_comparison_resumes_without_redoing_anything(comparison, capsys):
     assert again.summary == result.summary
 
 
+@pytest.mark.timeout(1200)
 def test_plan_estimate_counts_what_is_left(comparison):
     from pipeline.compare import Plan
     from pipeline.compare.estimate import estimate_hours
@@ -199,6 +203,7 @@ def test_plan_estimate_counts_what_is_left(comparison):
     assert hours["trainings_h"] > 0 and "2 searches" in hours["how"] and "2 trainings" in hours["how"]
 
 
+@pytest.mark.timeout(1200)
 def test_a_corrupt_network_record_is_set_aside_and_trained_again(comparison):
     from pipeline.compare import make_plan
 
