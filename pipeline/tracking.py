@@ -124,13 +124,19 @@ class Tracking:
     def run(self, run_name: str, *, run_id: str | None = None, tags: Mapping[str, str] | None = None,
             system_metrics: bool = False) -> Iterator[Any]:
         """Start (or, given ``run_id``, resume) a run, nested under ``parent_run_id`` when set.
-        ``system_metrics``: sample this machine's CPU, memory (and GPU, with ``nvidia-ml-py``) into the run."""
+        ``system_metrics``: sample this machine's CPU, memory (and GPU, with ``nvidia-ml-py``) into the run.
+        The run ends FINISHED, FAILED on an exception, KILLED when the process is asked to stop (``SystemExit``,
+        ``KeyboardInterrupt``: how Ray Tune ends a trial its scheduler stops)."""
         mlflow = self.client()
         experiment_id = self.experiment_id()
         with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=experiment_id,
                               tags=None if run_id else self.tags(tags), nested=mlflow.active_run() is not None,
                               log_system_metrics=system_metrics or None) as active:
-            yield active
+            try:
+                yield active
+            except (SystemExit, KeyboardInterrupt):  # stopped (Ctrl-C, a Tune trial ASHA stops): not a failure
+                mlflow.end_run("KILLED")
+                raise
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,7 +196,7 @@ class SearchMlflowCallback:
     ``total_iterations``, ``accepted``, ``acceptance_rate``, ``iterations_per_s``, ``restarts``,
     ``immigrants_accepted`` at step = round. Finish: the best spec's summary as ``best.*`` params,
     ``final_best_score``/``wall_s``/``final_iterations_per_s``, and the artifacts ``spec/<name>.json``,
-    ``summary.json`` and the output files under ``search/``. The run ends FAILED if the search raised.
+    ``summary.json`` and the output files under ``search/``. The run ends FAILED if the search raised (KILLED if stopped).
     """
 
     def __init__(self, tracking: "Tracking", *, run_name: str | None = None, tags: Mapping[str, str] | None = None):

@@ -416,3 +416,18 @@ def test_corrupt_job_study_and_prepare_records_are_set_aside(tmp_path):
     said: list[str] = []
     assert list(_load_records(tmp_path / "dst", said.append)) == ["/v/a.mp4"]
     assert "1 corrupt record(s)" in said[0] and list(records.glob("bad.json.corrupt-*"))
+
+
+@pytest.mark.parametrize("stop, status", [(SystemExit(0), "KILLED"), (KeyboardInterrupt(), "KILLED"),
+                                          (RuntimeError("boom"), "FAILED")])
+def test_a_stopped_run_ends_killed_and_a_failed_one_failed(tmp_path, stop, status):
+    """How Ray Tune ends a trial ASHA stops (``SystemExit`` at its next report) is a stop, not a failure: the
+    trial's own run says KILLED, so no later write can turn the driver's KILLED into FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import Tracking
+
+    tracking = Tracking.local(tmp_path, "faults")
+    with pytest.raises(type(stop)), tracking.run("stopped") as run:
+        raise stop
+    assert MlflowClient(tracking.tracking_uri).get_run(run.info.run_id).info.status == status
