@@ -12,6 +12,8 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 # ... and start no preemption-watcher actor (one more process per fit, polling every 5 s) for local clusters that
 # are never drained
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+# ... nor export Prometheus metrics of the controller and the workers (no metrics agent reads them here)
+os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -3,8 +3,10 @@
 ``Tuner(TorchTrainer)`` is refused by Train V2, so the trial is a *function* trainable (reserving no
 resources itself) that calls :func:`pipeline.train.trainer.train_one`; the Train workers then take the
 CPUs/GPUs of the :class:`ResourcePlan`, and ``max_concurrent_trials = plan.concurrent`` lets exactly as many
-candidates train at once as the cluster holds (never so many that Ray Data is starved). Each candidate is
-one MLflow child run; the summary table goes to the parent run.
+candidates train at once as the cluster holds (never so many that Ray Data is starved). When the plan fits
+only one candidate at a time (a laptop, a 2-CPU machine), the driver trains them one after the other itself:
+the same ``train_one`` calls, the same folders and records, without a Tune trial actor per candidate (about
+7 CPU-seconds each here). Each candidate is one MLflow child run; the summary table goes to the parent run.
 """
 from __future__ import annotations
 
@@ -65,8 +67,8 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
                      log_every: int = 10, verbose: int = 0, storage: str | None = None) -> list[CandidateResult]:
     """Train every spec on ``dataset`` (a ``VideoDataset`` + ``clip``, or a source) and evaluate it multi-view.
 
-    Candidates run as Tune trials, ``plan.concurrent`` at a time (``plan`` defaults to
-    ``plan_resources(len(specs), max_concurrent=max_concurrent)`` on the running cluster). ``tracking``'s
+    Candidates run as Tune trials, ``plan.concurrent`` at a time (one at a time: in this process; ``plan``
+    defaults to ``plan_resources(len(specs), max_concurrent=max_concurrent)`` on the running cluster). ``tracking``'s
     ``parent_run_id`` is the run the candidates nest under and where the summary (CSV, JSON, text table,
     curves of all candidates) is logged. Results come back in the order of ``specs``; a failed candidate
     has ``error`` set and does not stop the others. Summary files are also written to ``<out_dir>/summary``.
@@ -96,10 +98,14 @@ def train_candidates(specs: Sequence[ArchSpec], dataset: Any, *, clip: Any = Non
     check_free_space(out_dir, checkpoint_need(specs, source, log_model), f"training {len(specs)} candidate(s) "
                      f"(2 checkpoints each, the models)")
 
-    if len(specs) == 1:
-        results = [train_one(specs[0], source, run_name=names[0], **kwargs)]
-    else:
+    if plan.concurrent > 1 and len(specs) > 1:
         results = _run_tune(specs, source, names, kwargs, plan, out_dir, verbose)
+    else:  # one at a time: from the driver, one after the other (a Tune trial per candidate would only add actors)
+        results = []
+        for i, (spec, name) in enumerate(zip(specs, names)):
+            if len(specs) > 1:
+                print(f"[train] candidate {i + 1}/{len(specs)}: {spec.name}")
+            results.append(train_one(spec, source, run_name=name, **kwargs))
     raise_if_out_of_space(r.error for r in results)  # one line and exit 28 (pipeline.faults), not N failures
     _log_summary(results, tracking, out_dir / "summary", source)
     return results
