@@ -30,8 +30,10 @@ test: $(STAMP)
 test-props: $(STAMP)
 	$(BIN)/python -m pytest -q -m "hypothesis and not slow and not cluster" --hypothesis-profile=explore
 
+# the second and later Ray Train runs of a path the default suite already runs once (a worker killed and restarted,
+# faults at a checkpoint, two DDP workers, resuming supernets): CI runs them after `make test`
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Multi-node Ray clusters on loopback (docs/cluster.md): simulated clusters, the autoscaler, MLflow behind a login,
 # and a real ray up/submit/down over ssh to 127.0.0.1 (as root it installs openssh-server, rsync, netcat-openbsd

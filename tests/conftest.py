@@ -32,10 +32,11 @@ settings.load_profile("ci")
 # `make test` runs the modules on several pytest-xdist workers (`--dist loadfile`: a module, and its Ray session, stays
 # on one worker; a worker takes the next module when it is almost done). The modules that take longest (one or two
 # Ray Train / Tune runs end to end) start first, so that no worker is still on one of them after the others are done.
-HEAVY_FIRST = ("test_compare", "test_proxy_study", "test_train_candidates", "test_train_loop", "test_export",
-               "test_predict", "test_search_and_train", "test_dnas_search", "test_tune_search", "test_fusion",
-               "test_parsec_job", "test_faults_train", "test_train_failure", "test_faults", "test_evolution",
-               "test_ray_search", "test_video_prepare", "test_model", "test_family_twostream", "test_latency")
+HEAVY_FIRST = ("test_compare", "test_proxy_study", "test_search_and_train", "test_predict", "test_train_loop",
+               "test_tune_search", "test_video_prepare", "test_faults", "test_export", "test_ray_search",
+               "test_dnas_search", "test_parsec_job", "test_fusion", "test_train_candidates", "test_faults_train",
+               "test_train_failure", "test_video_ray_data", "test_evolution", "test_cost", "test_latency",
+               "test_cluster_placement", "test_model", "test_family_twostream")
 
 
 def pytest_configure(config):

@@ -56,6 +56,7 @@ def job(tmp_path_factory):
     ray.shutdown()
 
 
+@pytest.mark.slow  # the supernet strategy's job end to end (a supernet and a candidate: two Ray Train runs, ~60 s idle); `make test-slow`, run by CI
 def test_job_runs_dnas_end_to_end(job):
     """``jobs/search_and_train.py --strategy dnas --quick``: supernet search -> derived r2plus1d spec -> training."""
     out, result = job
@@ -76,6 +77,7 @@ def test_job_runs_dnas_end_to_end(job):
     assert weights["ops"] == [1, 2, 4, 0]
 
 
+@pytest.mark.slow  # the supernet strategy's job end to end (a supernet and a candidate: two Ray Train runs, ~60 s idle); `make test-slow`, run by CI
 def test_job_logs_the_architecture_per_epoch_to_mlflow(job):
     import mlflow
     from mlflow.tracking import MlflowClient

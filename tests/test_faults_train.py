@@ -51,6 +51,7 @@ def source():
     return TensorSource.synthetic(num_classes=4, n_train=32, n_val=8, frames=4, size=32, seed=5)
 
 
+@pytest.mark.slow  # three Ray Train runs (~60 s idle); `make test-slow`, run by CI; tests/test_faults.py has the fast ones
 def test_full_disk_at_a_checkpoint_then_corrupt_files_the_candidate_finishes(ray_cluster, source, tmp_path):
     kw = dict(recipe=RECIPE, out_dir=tmp_path, eval_clips=1, eval_crops=1, run_name="cand", max_failures=0)
     # 1. the disk fills while epoch 2's checkpoint is written: one fault for the job to report, no FAILED record

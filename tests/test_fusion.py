@@ -191,6 +191,7 @@ def test_candidates_opt_first_and_distinct_networks():
 
 
 # -- the main job ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # the supernet strategy's job end to end (a supernet and a candidate: two Ray Train runs, ~60 s idle); `make test-slow`, run by CI
 def test_main_job_quick_runs_fusion_end_to_end(tmp_path):
     """Quick mode: the template trains one epoch on the synthetic data (Ray Train), the probability file and
     heatmap land in the out dir and in the search run, and the job trains the Opt candidate."""

@@ -22,6 +22,7 @@ def job(tmp_path_factory):
     ray.shutdown()
 
 
+@pytest.mark.slow  # the supernet strategy's job end to end (a supernet and a candidate: two Ray Train runs, ~60 s idle); `make test-slow`, run by CI
 def test_job_trains_the_most_probable_two_stream_net(job):
     out, config, result = job
     summary = json.loads((out / "summary.json").read_text())
@@ -42,6 +43,7 @@ def test_job_trains_the_most_probable_two_stream_net(job):
     assert outcome.cpu_s > 0 and outcome.extra["t_max_gflops"] == pytest.approx(0.03)
 
 
+@pytest.mark.slow  # the supernet strategy's job end to end (a supernet and a candidate: two Ray Train runs, ~60 s idle); `make test-slow`, run by CI
 def test_mlflow_search_run_has_the_per_step_metrics(job):
     import mlflow
 

@@ -1,8 +1,8 @@
 """The proxy/accuracy correlation study (pipeline.proxy_study, jobs/proxy_study.py).
 
 Statistics and sampling without Ray (seconds); one end-to-end study on synthetic H.264 videos with Ray:
-2 sampled models + the winners of a HomoEntr search and a random draw (4 models), 1 epoch at 4x32^2, then
-the same call again (resume: nothing retrained) and a call with other settings (refused).
+1 sampled model + the winners of a HomoEntr search and a random draw (3 models, one at a time on 2 CPUs), 1 epoch
+at 4x32^2, then the same call again (resume: nothing retrained) and a call with other settings (refused).
 """
 import csv
 import json
@@ -124,16 +124,6 @@ def test_job_refuses_bad_input_before_any_work(capsys, tmp_path):
 
 # -- the study end to end (Ray) ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ray4():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # room for 2 models at once
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     from pipeline.video.formats import load_dataset
     from pipeline.video.synthetic import make_synthetic_dataset
@@ -143,13 +133,13 @@ def videos(tmp_path_factory):
     return load_dataset(root)
 
 
-STUDY = dict(models=2, epochs=1, clip_frames=4, clip_size=32, sampling_rate=2, batch_size=4, eval_clips=1,
+STUDY = dict(models=1, epochs=1, clip_frames=4, clip_size=32, sampling_rate=2, batch_size=4, eval_clips=1,
              eval_crops=1, hflip=False, naswot_batch=4, bootstrap=200, search_scores=("homoentr", "random"),
              search_iterations=20, search_population=4)
 
 
 @pytest.mark.timeout(1200)  # 6.5 min measured with a load average of 35
-def test_study_end_to_end_and_resume(ray4, videos, tmp_path):
+def test_study_end_to_end_and_resume(ray_cluster, videos, tmp_path):
     from pipeline.proxy_study import check_study, run_study
     from pipeline.tracking import Tracking
 
@@ -163,7 +153,7 @@ def test_study_end_to_end_and_resume(ray4, videos, tmp_path):
 
     with open(out / "models.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 4 and {r["source"] for r in rows} == {"sample", "search:homoentr", "search:random"}
+    assert len(rows) == 3 and {r["source"] for r in rows} == {"sample", "search:homoentr", "search:random"}
     assert {"name", "gflops", "mparams", "val_top1", "mv_top1", *proxies} <= set(rows[0])
     for r in rows:
         assert not r["error"], r
@@ -176,7 +166,8 @@ def test_study_end_to_end_and_resume(ray4, videos, tmp_path):
     corr = json.loads((out / "correlations.json").read_text())
     assert set(corr) == set(proxies)
     for p, c in corr.items():
-        assert REQUIRED_KEYS <= set(c) and c["n"] == (4 if p != "stentr" else c["n"]) and c["n"] >= 3, p
+        # the HomoEntr winner's STEntr may be infinite: that model is left out of stentr's correlations only
+        assert REQUIRED_KEYS <= set(c) and (c["n"] == 3 if p != "stentr" else c["n"] >= 2), p
         for est, ci in ((c["kendall_tau"], c["kendall_ci"]), (c["spearman_rho"], c["spearman_ci"])):
             if est is not None and ci[0] is not None:
                 assert ci[0] - 1e-9 <= est <= ci[1] + 1e-9, (p, est, ci)
@@ -193,10 +184,10 @@ def test_study_end_to_end_and_resume(ray4, videos, tmp_path):
     client = MlflowClient(tracking.tracking_uri)
     parent = client.get_run(first.parent_run_id)
     assert "kendall_tau.stentr" in parent.data.metrics or corr["stentr"]["kendall_tau"] is None
-    assert parent.data.metrics["models"] == 4
+    assert parent.data.metrics["models"] == 3
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{first.parent_run_id}'")
-    assert len(children) == 4 and all("proxy.zen" in ch.data.metrics for ch in children)
+    assert len(children) == 3 and all("proxy.zen" in ch.data.metrics for ch in children)
     artifacts = {a.path for a in client.list_artifacts(first.parent_run_id, "proxy_study")}
     assert "proxy_study/correlations.json" in artifacts and "proxy_study/models.csv" in artifacts
 

@@ -349,6 +349,7 @@ def test_an_island_that_keeps_dying_fails_the_search(ray_cluster, tmp_path):
     assert read_meta(*resolve_fs(tmp_path))["round"] >= 1  # what was done is kept for a resume
 
 
+@pytest.mark.slow  # a search job in a subprocess, SIGKILLed and resumed (~25 s idle); `make test-slow`, run by CI
 def test_search_job_killed_with_sigkill_resumes_to_the_same_result(ray_cluster, tmp_path):
     """jobs/search.py on the running cluster, SIGKILLed mid-search, then `--resume`d by a new driver."""
     address = ray_cluster.get_runtime_context().gcs_address

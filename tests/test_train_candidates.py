@@ -47,6 +47,7 @@ def test_unsuitable_spec_is_refused_before_training(videos, tmp_path):
         train_candidates([BASE], videos, clip=short, out_dir=tmp_path)
 
 
+@pytest.mark.slow  # two candidates at once as Tune trials on a 4-CPU Ray (~55 s idle); `make test-slow`, run by CI
 def test_candidates_train_concurrently_and_nest_in_mlflow(cluster, videos, tmp_path):
     assert plan_resources(2).concurrent == 2
     bad = tmp_path / "broken.mp4"
@@ -83,6 +84,7 @@ def test_candidates_train_concurrently_and_nest_in_mlflow(cluster, videos, tmp_p
     assert csv_text.splitlines()[0].startswith("candidate,gflops") and len(csv_text.splitlines()) == 3
 
 
+@pytest.mark.slow  # a 4-CPU Ray and two Train workers (~40 s idle); `make test-slow`, run by CI
 def test_two_workers_all_reduce_and_gather(cluster, tmp_path):
     """DDP over gloo with 2 workers: validation counts are summed over both shards and the multi-view
     evaluation gathers every video's views from both workers."""

@@ -23,6 +23,7 @@ def source():
     return TensorSource.synthetic(num_classes=4, n_train=32, n_val=8, frames=4, size=32, seed=5)
 
 
+@pytest.mark.slow  # a Ray Train worker killed and restarted (~50 s idle); `make test-slow`, run by CI
 def test_worker_killed_mid_run_resumes_from_checkpoint(ray_cluster, source, tmp_path):
     marker = tmp_path / "killed"
     r = train_one(SPEC, source, recipe=RECIPE, out_dir=tmp_path, eval_clips=1, eval_crops=1, run_name="chaos",

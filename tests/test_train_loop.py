@@ -110,6 +110,7 @@ def test_mlflow_child_run(first):
         assert champion(torch.randn(1, 3, 4, 32, 32)).shape == (1, 4)
 
 
+@pytest.mark.slow  # a second Ray Train run of the module's candidate; `make test-slow`, run by CI
 def test_resume_continues_from_last_checkpoint(first, source):
     out, tracking, first_parent, r1 = first
     with tracking.run("job-again") as again:  # a second job run resumes the candidate
@@ -132,6 +133,7 @@ def test_resume_continues_from_last_checkpoint(first, source):
     assert load_state(r2.checkpoint)["scheduler"]["last_epoch"] == 24
 
 
+@pytest.mark.slow  # a third Ray Train run; `make test-slow`, run by CI
 def test_build_trainer_runs_any_loop_function(ray_cluster, source, tmp_path):
     """The Ray Train plumbing without the candidate loop: what a supernet search reuses with its own loop."""
     def count_rows(config):  # nested: pickled by value to the worker

@@ -7,7 +7,7 @@
 and an S3-compatible server (moto) on loopback, so ``--out s3://...`` is exercised for real.
 
 1. placement + S3: the quick job, training two candidates, with ``--out s3://e3d-test/runs/quick``: every island
-   actor ran on a search node, every Train worker on the train node and both Tune trials on the head (Ray's
+   actor ran on a search node, every Train worker on the train node and any Tune trial on the head (Ray's
    state API); everything the job wrote is under
    that prefix of the bucket (search checkpoint, Ray Train checkpoints, summaries, MLflow artifacts and a
    snapshot of its store) and nothing outside it; a rerun from an empty working copy finds it all there.
@@ -128,7 +128,7 @@ def s3_job(cluster, s3, tmp_path_factory):
     cache = Path(os.environ["E3D_CACHE_DIR"])
     uri = f"s3://{BUCKET}/runs/quick"
     base = quick(JobConfig(out_dir=uri))
-    config = replace(base, selection=replace(base.selection, top_k=2))  # two candidates: two Tune trials
+    config = replace(base, selection=replace(base.selection, top_k=2))  # two candidates
     old = os.getcwd()
     os.chdir(cwd)  # anything written relative to the working directory would show up here
     try:
@@ -146,7 +146,9 @@ def test_islands_on_search_nodes_and_train_workers_on_the_train_node(s3_job):
     where = s3_job["placement"]
     assert len(where["Island"]) >= 2 and set(where["Island"]) == {"search"}, where
     assert where["RayTrainWorker"] and set(where["RayTrainWorker"]) == {"train"}, where
-    assert len(where["ImplicitFunc"]) == 2 and set(where["ImplicitFunc"]) == {"head"}, where  # trials beside the driver
+    # the train node fits one candidate at a time, so the driver (on the head) trains them one after the other: no
+    # Tune trial; a trial, when candidates train at once, asks for the head (test_train_candidates checks that)
+    assert set(where["ImplicitFunc"]) <= {"head"}, where
     summary = s3_job["result"].summary()
     assert len(summary["candidates"]) == 2 and all(c["error"] is None for c in summary["candidates"])
 
