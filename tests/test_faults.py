@@ -377,6 +377,7 @@ def test_a_hung_encoder_is_killed_at_the_wall_clock_bound(tmp_path):
     assert run_bounded(sum, ([1, 2],), 60) == ("ok", 3)
 
 
+@pytest.mark.slow  # the prepare job in a subprocess with its own Ray session (~15 s idle); `make test-slow`, run by CI
 def test_prepare_job_console_shows_its_own_lines_only(tmp_path):
     """Ray Data's INFO and WARNING lines stay in Ray's log files, as for the other jobs (--verbose shows them)."""
     import subprocess

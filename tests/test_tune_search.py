@@ -92,6 +92,7 @@ def test_tune_trials_asha_mlflow_and_winning_settings(ray_cluster, tmp_path):
             assert "search/best.json" in {a.path for a in client.list_artifacts(run.info.run_id, "search")}
 
 
+@pytest.mark.slow  # Tune trials that start island actors (~15 s idle); `make test-slow`, run by CI
 def test_tune_with_island_actors_inside_trials_does_not_deadlock(ray_cluster, tmp_path):
     """Trials of 0.5 CPU whose 2 islands are 0.5-CPU actors in the trial's placement group, on 2 CPUs."""
     settings = TuneSettings(num_samples=2, seed=0, trial_backend="ray", trial_cpus=0.5, actor_cpus=0.5,
