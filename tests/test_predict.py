@@ -110,6 +110,7 @@ def test_single_video_predict_agrees_with_batch(trained, val_predictions):
     assert p.topk == row["topk"] and np.allclose(p.probs, row["probs"], atol=1e-6) and p.views == 6
 
 
+@pytest.mark.slow  # batch inference killed and resumed (Ray Data actors twice); `make test-slow`, run by CI
 def test_killed_batch_inference_resumes(trained, data, val_predictions, tmp_path):
     folder, _ = trained
     found = open_model(folder)

@@ -49,6 +49,7 @@ def test_mlflow_layout(job):
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"  # the UI opens on the runs
 
 
+@pytest.mark.slow  # the job again (one more Ray Train run to read the finished candidate back); `make test-slow`, run by CI
 def test_rerun_resumes_instead_of_redoing(job):
     out, first = job
     again = run_job(quick(JobConfig(out_dir=str(out))), verbose=False)
