@@ -3,11 +3,11 @@
     python benchmarks/suite_cpu.py -- .venv/bin/python -m pytest -q -n 3 --dist loadfile
     python benchmarks/suite_cpu.py --top 15 -- .venv/bin/python -m pytest -q tests/test_compare.py
 
-Runs the command and samples ``/proc`` every ``--interval`` seconds: each process's user+system CPU time, named by
+Runs the command and samples every process (psutil) every ``--interval`` seconds: each process's user+system CPU time, named by
 what it runs (a Ray worker by its title, ``ray::TrainController.__init__``; a Python process by its script or
 module), then prints the machine's busy CPU-seconds over the run and the CPU-seconds per kind with how many
 processes of that kind ran. A process that starts and ends between two samples is missed, and a process that was
-already running is counted whole: run it on a quiet machine. Linux only.
+already running is counted whole: run it on a quiet machine.
 """
 from __future__ import annotations
 
@@ -19,16 +19,11 @@ import sys
 import threading
 import time
 
-HZ = os.sysconf("SC_CLK_TCK")
+import psutil
 
 
-def process_name(pid: str) -> str | None:
+def process_name(argv: list[str]) -> str | None:
     """What the process runs: its Ray title, ``python <script>``/``python -m <module>``, or the executable."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().decode(errors="replace").split("\0")
-    except OSError:
-        return None
     argv = [a for a in argv if a]
     if not argv:
         return None
@@ -45,28 +40,17 @@ def process_name(pid: str) -> str | None:
     return exe
 
 
-def cpu_seconds(pid: str) -> tuple[float, int] | None:
-    """(user + system CPU seconds, start time in clock ticks) of ``pid``."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / HZ, int(fields[19])
-
-
-def busy_ticks() -> tuple[int, int]:
-    with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
-    return sum(values), values[3] + values[4]  # all, idle + iowait
+def busy_seconds() -> float:
+    """CPU-seconds the machine has spent busy (all states but idle and iowait) since boot."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 class Sampler(threading.Thread):
     def __init__(self, interval: float):
         super().__init__(daemon=True)
         self.interval, self.done = interval, threading.Event()
-        self.seen: dict[tuple[str, int], list] = {}  # (pid, start) -> [name, cpu-seconds]
+        self.seen: dict[tuple[int, float], list] = {}  # (pid, create time) -> [name, cpu-seconds]
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -75,22 +59,21 @@ class Sampler(threading.Thread):
         self.sample()
 
     def sample(self) -> None:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            got = cpu_seconds(pid)
-            if got is None:
-                continue
-            cpu, start = got
-            entry = self.seen.get((pid, start))
+        for proc in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
+            info = proc.info
+            if info["cpu_times"] is None or info["create_time"] is None:
+                continue  # gone, or not ours to read
+            cpu = info["cpu_times"].user + info["cpu_times"].system
+            name = process_name(info["cmdline"] or [])
+            entry = self.seen.get((proc.pid, info["create_time"]))
             if entry is None:
-                name = process_name(pid)
                 if name is not None:
-                    self.seen[(pid, start)] = [name, cpu]
+                    self.seen[(proc.pid, info["create_time"])] = [name, cpu]
                 continue
             entry[1] = cpu
-            if entry[0].startswith(("python", "ray::IDLE")):  # a Ray worker that has since become an actor or task
-                name = process_name(pid)
-                if name and not name.startswith("ray::IDLE"):
-                    entry[0] = name
+            # a Ray worker that has since become an actor or task takes its new title
+            if entry[0].startswith(("python", "ray::IDLE")) and name and not name.startswith("ray::IDLE"):
+                entry[0] = name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,15 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         parser.error("give the command to measure after --")
     sampler = Sampler(args.interval)
-    total0, idle0 = busy_ticks()
+    busy0 = busy_seconds()
     t0 = time.perf_counter()
     sampler.start()
     rc = subprocess.call(command)
     sampler.done.set()
     sampler.join()
     wall = time.perf_counter() - t0
-    total1, idle1 = busy_ticks()
-    busy = ((total1 - total0) - (idle1 - idle0)) / HZ
+    busy = busy_seconds() - busy0
     by_kind: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
     for name, cpu in sampler.seen.values():
         by_kind[name][0] += cpu
