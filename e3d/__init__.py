@@ -1,4 +1,5 @@
 """e3d: training-free spatio-temporal entropy NAS for 3D video CNNs (the science; no Ray needed)."""
+from . import families  # registers the built-in block families (e3d.family.FAMILIES)
 from .cost import Cost, cost, flops, num_layers, params
 from .scores import InfiniteScoreError, homoentr, stentr
 from .spec import ArchSpec, ConvSpec, SpecError, StageSpec, load_spec, load_specs, save_specs

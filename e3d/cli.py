@@ -50,7 +50,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .families import FAMILIES  # noqa: PLC0415
+    from .family import FAMILIES  # noqa: PLC0415
     from .scores import SCORES, score_names  # noqa: PLC0415
     from .strategy import STRATEGIES, strategy_names  # noqa: PLC0415
 

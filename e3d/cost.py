@@ -8,10 +8,15 @@ the built module for every registered family.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .channels import round_channels
-from .spec import ArchSpec
+from .family import Cost, ceil_div, get_family
+
+if TYPE_CHECKING:
+    from .spec import ArchSpec
+
+__all__ = ["Cost", "cost", "flops", "params", "num_layers", "ceil_div", "has_se", "se_width"]
 
 
 def se_width(bottleneck: int) -> int:
@@ -26,29 +31,8 @@ def has_se(block_index: int) -> bool:
     return block_index % 2 == 0
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-@dataclass(frozen=True)
-class Cost:
-    flops: int
-    params: int
-    layers: int
-
-    @property
-    def gflops(self) -> float:
-        return self.flops / 1e9
-
-    @property
-    def mparams(self) -> float:
-        return self.params / 1e6
-
-
 def cost(spec: ArchSpec) -> Cost:
     """FLOPs (MACs), params and conv layer count of the training network for one clip (its family's)."""
-    from .families import get_family  # noqa: PLC0415 - the families import this module's helpers
-
     return get_family(spec.family).cost(spec)
 
 

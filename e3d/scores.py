@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .cost import cost
+from .family import get_family
 from .registry import Registry, resolve
 from .spec import ArchSpec, SpecError
 
@@ -34,8 +36,6 @@ def refinement(frames: int, size: int, kernel: tuple[int, int, int]) -> float:
 
 
 def _score(spec: ArchSpec, refine: bool) -> float:
-    from .families import get_family  # noqa: PLC0415 - the families import refinement from here
-
     return get_family(spec.family).entropy(spec, refine)
 
 
@@ -157,15 +157,11 @@ register_score("homoentr", "HomoEntr-Score: entropy with unit refinement, E3D Eq
 
 @register_score("flops", "multiply-accumulates of the training network for one clip (baseline)")
 def _flops(spec: ArchSpec) -> float:
-    from .cost import cost  # noqa: PLC0415 - cost imports this module's siblings
-
     return float(cost(spec).flops)
 
 
 @register_score("params", "parameter count of the training network (baseline)")
 def _params(spec: ArchSpec) -> float:
-    from .cost import cost  # noqa: PLC0415
-
     return float(cost(spec).params)
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .family import FAMILIES
+
 Triple = tuple[int, int, int]
 
 DEFAULT_HIDDEN = 2048
@@ -202,8 +204,6 @@ def _parse_stage(data: Any, where: str, family_fields: tuple[str, ...] = ()) -> 
 
 
 def _parse_arch(data: Any, where: str) -> ArchSpec:
-    from .families import FAMILIES  # noqa: PLC0415 - the families import this module
-
     family_name = data.get("family", "e3d") if isinstance(data, dict) else "e3d"
     fam = FAMILIES.get(family_name) if family_name in FAMILIES else None
     arch_fields = tuple(fam.arch_fields) if fam is not None else ()
@@ -259,15 +259,11 @@ def _check_stride(stride: Triple, where: str) -> None:
 
 
 def family_names() -> list[str]:
-    from .families import family_names as names  # noqa: PLC0415 - the families import this module
-
-    return names()
+    return FAMILIES.names()
 
 
 def validate(spec: ArchSpec, where: str | None = None) -> None:
     """Raise :class:`SpecError` naming the field if ``spec`` is not a buildable network."""
-    from .families import FAMILIES  # noqa: PLC0415
-
     where = where or f"spec {spec.name!r}"
     if spec.family not in FAMILIES:
         raise SpecError(f"{where}.family: expected one of {', '.join(FAMILIES.names())}, got {spec.family!r}")

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from e3d import zoo
 from e3d.blocks import StridedAvgPool, strided_avg_pool
 from e3d.cost import ceil_div, cost, se_width
-from e3d.families import family_names, get_family
+from e3d.family import family_names, get_family
 from e3d.families.e3d import InvertedBottleneckFamily
 from e3d.model import build_model
 from e3d.spec import ArchSpec, ConvSpec, StageSpec

@@ -147,22 +147,9 @@ def test_no_module_of_e3d_imports_ray_mlflow_or_pipeline():
     assert offenders == {}
 
 
-# cycles this test found when it was written, left to the owners of those modules (issue 21's note lists them)
-KNOWN_CYCLES = {
-    ("e3d.cost", "e3d.families", "e3d.model", "e3d.spec"):
-        "the family registry: cost, spec and model ask the families, which use their helpers (lazy imports)",
-}
-
-
 def test_no_import_cycles():
-    new = [c for c in cycles(import_graph()) if tuple(c) not in KNOWN_CYCLES]
-    assert new == [], "import cycles:\n" + "\n".join(" <-> ".join(c) for c in new)
-
-
-@pytest.mark.xfail(strict=True, reason="known cycles remain: " + "; ".join(KNOWN_CYCLES.values()))
-def test_the_known_import_cycles_are_gone():
-    """Fails (strict xfail) once a known cycle is broken: then drop it from KNOWN_CYCLES."""
-    assert [c for c in cycles(import_graph()) if tuple(c) in KNOWN_CYCLES] == []
+    found = cycles(import_graph())
+    assert found == [], "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 def test_the_graph_sees_lazy_and_relative_imports(tmp_path):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..cost import ceil_div, has_se, se_width
 from ..scores import refinement
-from . import Family, register_family
+from ..family import Family, register_family
 
 if TYPE_CHECKING:
     from torch import nn

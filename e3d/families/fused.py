@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..cost import ceil_div, has_se, se_width
 from ..scores import refinement
 from ..spec import SpecError, StageSpec, make_extra, thaw
-from . import register_family
+from ..family import register_family
 from .e3d import InvertedBottleneckFamily
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Sequence
 from ..cost import ceil_div
 from ..scores import refinement
 from ..spec import SpecError
-from . import Family, register_family
+from ..family import Family, register_family
 
 if TYPE_CHECKING:
     from torch import nn

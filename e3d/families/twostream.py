@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cost import Cost, ceil_div
 from ..spec import SpecError, StageSpec
-from . import Family, register_family
+from ..family import Family, register_family
 from .e3d import create_stage, create_stem, log_kernel, stage_cost, stage_entropy
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ def _classes() -> dict[str, type]:
         def __init__(self, spec: "ArchSpec", dropout: float = 0.5):
             super().__init__()
             from ..blocks import Classifier, conv_bn  # noqa: PLC0415
-            from ..model import init_weights  # noqa: PLC0415
+            from ..network import init_weights  # noqa: PLC0415
 
             v = view(spec)
             self.spec, self.alpha, self.ops = spec, v.alpha, v.fusion

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from . import register_family
+from ..family import register_family
 from .e3d import InvertedBottleneckFamily, create_stage
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 from torch import nn
 
 from ..cost import ceil_div, has_se
+from ..family import Family, get_family
 from ..spec import ArchSpec
 
 FORMAT = 2  # 2: keys are JSON lists (1: '/'-joined, e3d/x3d only)
@@ -31,14 +32,7 @@ def _layout(spec: ArchSpec) -> str:
     if spec.family in BLOCKWISE and not getattr(spec, "extra", ()) and not any(
             getattr(s, "extra", ()) for s in spec.stages):
         return "blocks"
-    try:
-        from ..families import Family, get_family
-
-        if type(get_family(spec.family)).build is Family.build:
-            return "stages"
-    except (ImportError, KeyError):
-        pass
-    return "network"
+    return "stages" if type(get_family(spec.family)).build is Family.build else "network"
 
 
 def _json(value: Any) -> str:
