@@ -13,7 +13,6 @@ import json
 import sys
 
 from pipeline.video.formats import FORMATS, DatasetError
-from pipeline.video.health import check_dataset, default_workers, format_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampling-rate", type=int, default=5, help="take every N-th frame")
     p.add_argument("--size", type=int, default=224, help="clip size (short side and crop)")
     p.add_argument("--limit", type=int, default=None, help="check a seeded random sample of N videos")
-    p.add_argument("--workers", type=int, default=default_workers(), help="checking processes")
+    p.add_argument("--workers", type=int, default=None, help="checking processes (default: one per core)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a file counts as hung")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)
+    from pipeline.video.health import check_dataset, default_workers, format_report  # noqa: PLC0415 - PyAV
+
     try:
         report = check_dataset(args.dataset, args.format, frames=args.frames, sampling_rate=args.sampling_rate,
-                               size=args.size, limit=args.limit, workers=args.workers, timeout=args.timeout,
+                               size=args.size, limit=args.limit, workers=args.workers or default_workers(), timeout=args.timeout,
                                seed=args.seed)
     except (DatasetError, OSError) as e:
         print(f"cannot read dataset: {e}", file=sys.stderr)

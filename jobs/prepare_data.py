@@ -20,7 +20,7 @@ import sys
 from pipeline.faults import exits_on_out_of_space
 from pipeline.options import add_ray_options, init_ray
 from pipeline.video.formats import FORMATS, DatasetError
-from pipeline.video.prepare import X264_PRESETS, PrepareSettings, check_paths, prepare_dataset
+from pipeline.video.prepare import X264_PRESETS, PrepareSettings, check_paths
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,6 +91,8 @@ def _start_ray(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from pipeline.video.prepare import prepare_dataset  # noqa: PLC0415 - PyAV only when there is work
+
     settings = PrepareSettings(short_side=args.short_side, keyint=args.keyint, crf=args.crf, preset=args.preset,
                                fast_decode=args.fast_decode, min_psnr=args.min_psnr, timeout=args.timeout)
     try:

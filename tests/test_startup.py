@@ -1,5 +1,5 @@
 """A fast start: listing and choosing strategies, scores and families, and every ``--help``, never import torch
-(nor Ray, MLflow): the registries know their names without importing what their entries need."""
+(nor Ray, MLflow, PyAV): the registries know their names without importing what their entries need."""
 import subprocess
 import sys
 
@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO
 
-HEAVY = ("torch", "ray", "mlflow")
+HEAVY = ("torch", "ray", "mlflow", "av")
 
 # runs `argv` as the named program would (its SystemExit swallowed), then prints the heavy modules it imported
 PROBE = """
@@ -44,7 +44,7 @@ def test_e3d_cli_starts_without_torch(argv):
 @pytest.mark.parametrize("job", sorted(p.name for p in (REPO / "jobs").glob("*.py")))
 def test_job_help_starts_without_torch(job):
     imported = heavy_imports(f"jobs/{job}", "--help")
-    assert "torch" not in imported and "ray" not in imported, imported
+    assert not {"torch", "ray", "av"} & set(imported), imported
 
 
 def test_scores_listed_and_looked_up_without_torch():

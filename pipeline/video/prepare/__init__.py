@@ -37,15 +37,21 @@ Modules: ``settings`` (PrepareSettings, PrepareError), ``encode``, ``verify``, `
 child process with a hard time bound), ``layout``, ``records`` (resume records, the manifest), ``report``,
 ``dataset`` (the job).
 """
-from .dataset import prepare_dataset
-from .encode import check_indices, output_size
-from .layout import check_paths, plan
-from .records import read_manifest
-from .report import compare_datasets
-from .settings import X264_PRESETS, PrepareError, PrepareSettings
-from .verify import NEIGHBOUR_FACTOR, check_frames
-from .video import prepare_video, prepare_video_bounded, run_bounded
+from __future__ import annotations
 
-__all__ = ["NEIGHBOUR_FACTOR", "X264_PRESETS", "PrepareError", "PrepareSettings", "check_frames", "check_indices",
-           "check_paths", "compare_datasets", "output_size", "plan", "prepare_dataset", "prepare_video",
-           "prepare_video_bounded", "read_manifest", "run_bounded"]
+import importlib
+from typing import Any
+
+# name -> the module that defines it, imported on first use: the settings a job's --help lists need no PyAV
+_WHERE = {"prepare_dataset": "dataset", "check_indices": "encode", "output_size": "encode", "check_paths": "layout",
+          "plan": "layout", "read_manifest": "records", "compare_datasets": "report", "X264_PRESETS": "settings",
+          "PrepareError": "settings", "PrepareSettings": "settings", "NEIGHBOUR_FACTOR": "verify",
+          "check_frames": "verify", "prepare_video": "video", "prepare_video_bounded": "video",
+          "run_bounded": "video"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
