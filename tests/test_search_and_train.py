@@ -49,12 +49,11 @@ def test_mlflow_layout(job):
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"  # the UI opens on the runs
 
 
-@pytest.mark.slow  # the job again (one more Ray Train run to read the finished candidate back); `make test-slow`, run by CI
 def test_rerun_resumes_instead_of_redoing(job):
     out, first = job
     again = run_job(quick(JobConfig(out_dir=str(out))), verbose=False)
     assert again.parent_run_id == first.parent_run_id  # same MLflow job run
     assert again.search_summary["resumed"]  # the finished search was read back, not run again
     assert again.best_spec == first.best_spec
-    # the finished candidate was picked up from its checkpoint, not trained again (its epoch timings match)
+    # the finished candidate was read back from its final checkpoint, not trained again (its epoch timings match)
     assert again.candidates[0].history == first.candidates[0].history

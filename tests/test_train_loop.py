@@ -110,6 +110,36 @@ def test_mlflow_child_run(first):
         assert champion(torch.randn(1, 3, 4, 32, 32)).shape == (1, 4)
 
 
+def test_a_finished_candidate_is_read_back_without_starting_ray_train(first, source, tmp_path, monkeypatch):
+    """A rerun of a finished candidate (its epochs trained, its multi-view evaluation done) reads the final
+    checkpoint back: the same result, and no Ray Train run (~25 CPU-s of process start-ups on 2 cores)."""
+    import shutil
+
+    from pipeline.train import trainer
+
+    out, _, _, r1 = first
+    copy = tmp_path / "again"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("mlruns"))
+    final = max((p for p in (copy / "train" / "tiny").glob("final_*")), key=lambda p: p.name)
+    state = load_state(final)
+
+    def no_trainer(**_):
+        raise AssertionError("a finished candidate started Ray Train")
+
+    monkeypatch.setattr(trainer, "build_trainer", no_trainer)
+    again = train_one(SPEC, source, recipe=RECIPE.scaled(epochs=state["epoch"]), out_dir=copy, eval_clips=2,
+                      eval_crops=3, run_name="tiny", plan=plan_resources(1))
+    assert again.ok, again.error
+    assert Path(again.checkpoint) == final and again.history == state["history"]
+    assert again.mv_top1 == state["final"]["mv_top1"] and again.mv_predictions == state["predictions"]
+    if state["epoch"] == r1.epochs:
+        assert again.mv_top1 == r1.mv_top1 and again.history == r1.history
+    # one epoch more is not finished: that rerun needs Ray Train (train_one returns the error it caught)
+    more = train_one(SPEC, source, recipe=RECIPE.scaled(epochs=state["epoch"] + 1), out_dir=copy, eval_clips=2,
+                     eval_crops=3, run_name="tiny", plan=plan_resources(1))
+    assert not more.ok and "started Ray Train" in more.error
+
+
 @pytest.mark.slow  # a second Ray Train run of the module's candidate; `make test-slow`, run by CI
 def test_resume_continues_from_last_checkpoint(first, source):
     out, tracking, first_parent, r1 = first

@@ -118,6 +118,33 @@ def verify_checkpoint(folder: str | os.PathLike, fs: Any = None) -> str | None:
 
 
 # -- a Ray Train run's folder before it resumes ---------------------------------------------------------------
+def _checkpoint_folders(fs: Any, run_dir: str) -> list[str]:
+    """The checkpoint folders of a run (not those set aside), in listing order."""
+    from pyarrow.fs import FileSelector, FileType
+
+    if fs.get_file_info(run_dir).type != FileType.Directory:
+        return []
+
+    def is_checkpoint(info: Any) -> bool:
+        return info.type == FileType.Directory and ".corrupt-" not in info.base_name and any(
+            fs.get_file_info(f"{info.path}/{f}").type == FileType.File for f in (META_FILE, STATE_FILE))
+
+    return [i.path for i in fs.get_file_info(FileSelector(run_dir)) if is_checkpoint(i)]
+
+
+def finished_checkpoint(fs: Any, run_dir: str, epochs: int) -> str | None:
+    """The run's final checkpoint when it is done: ``epochs`` epochs trained and the multi-view evaluation
+    reported (the latest checkpoint, reported as final at that epoch, and it verifies); else None. Call it after
+    :func:`repair_run`. A rerun reads such a run back instead of starting Ray Train to report it again."""
+    metas = [(meta, folder) for folder in _checkpoint_folders(fs, run_dir)
+             if (meta := read_meta(folder, fs)) is not None]
+    if not metas:
+        return None
+    meta, folder = max(metas, key=lambda mf: _checkpoint_order(mf[0], mf[1]))
+    done = int(meta.get("epoch", -1)) == int(epochs) and bool((meta.get("metrics") or {}).get("is_final"))
+    return folder if done and verify_checkpoint(folder, fs) is None else None
+
+
 def _set_aside(fs: Any, path: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     new, n = f"{path}.corrupt-{stamp}", 1
@@ -169,16 +196,12 @@ def repair_run(fs: Any, run_dir: str, say: Callable[[str], None] = print) -> lis
     what was set aside. Corrupt checkpoint folders and a snapshot that does not parse or lists a missing or
     corrupt checkpoint are renamed ``*.corrupt-<time>``; the snapshot is then rebuilt from the checkpoints that
     verify (none: the run starts over)."""
-    from pyarrow.fs import FileSelector, FileType
+    from pyarrow.fs import FileType
 
     if fs.get_file_info(run_dir).type != FileType.Directory:
         return []
     name_of = lambda p: p.rstrip("/").rsplit("/", 1)[-1]  # noqa: E731
-    def is_checkpoint(info: Any) -> bool:
-        return info.type == FileType.Directory and ".corrupt-" not in info.base_name and any(
-            fs.get_file_info(f"{info.path}/{f}").type == FileType.File for f in (META_FILE, STATE_FILE))
-
-    folders = [i.path for i in fs.get_file_info(FileSelector(run_dir)) if is_checkpoint(i)]
+    folders = _checkpoint_folders(fs, run_dir)
     moved: list[str] = []
     good: list[tuple[str, dict[str, Any]]] = []
     for folder in folders:

@@ -37,7 +37,7 @@ from pipeline.faults import OutOfSpace, out_of_space
 from pipeline.tracking import CandidateRun, candidate_params, spec_params
 
 from .callbacks import LoopCallback
-from .checkpoint import load_state, repair_run
+from .checkpoint import finished_checkpoint, load_state, repair_run
 from .data import as_source, steps_per_epoch
 from .loop import train_loop_per_worker
 from .recipe import Recipe
@@ -220,21 +220,31 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
     local = contextlib.ExitStack()  # the final checkpoint as a local folder (a download when storage is remote)
     checkpoint_dir = None
     try:
+        done = None
         if resume:  # a corrupt checkpoint or snapshot is set aside: Ray resumes from the last good checkpoint
             repair_run(storage_fs, f"{storage_path}/{run_name}")
-        datasets = {"train": source.train(), "val": source.val(), "test": source.test(*eval_views)}
-        trainer = build_trainer(loop_config=loop_config, datasets=datasets, plan=plan, run_name=run_name,
-                                storage_path=storage_path, max_failures=max_failures,
-                                storage_filesystem=None if storage_uri == storage_path else storage_fs)
-        fit = trainer.fit()
+            done = finished_checkpoint(storage_fs, f"{storage_path}/{run_name}", recipe.epochs)
+        if done is not None:  # trained and evaluated by an earlier session: read back, no Ray Train run
+            import ray.train  # noqa: PLC0415
+
+            print(f"[train] {spec.name}: finished earlier ({recipe.epochs} epochs, evaluated): "
+                  f"read back from {done.rsplit('/', 1)[-1]}")
+            checkpoint = ray.train.Checkpoint(done, filesystem=storage_fs)
+        else:
+            datasets = {"train": source.train(), "val": source.val(), "test": source.test(*eval_views)}
+            trainer = build_trainer(loop_config=loop_config, datasets=datasets, plan=plan, run_name=run_name,
+                                    storage_path=storage_path, max_failures=max_failures,
+                                    storage_filesystem=None if storage_uri == storage_path else storage_fs)
+            fit = trainer.fit()
+            if fit.error is not None:
+                raise fit.error
+            if fit.checkpoint is None:
+                raise RuntimeError("training finished without a checkpoint")
+            checkpoint = fit.checkpoint
         result.wall_time_s = time.perf_counter() - t0
-        if fit.error is not None:
-            raise fit.error
-        if fit.checkpoint is None:
-            raise RuntimeError("training finished without a checkpoint")
-        result.checkpoint = storage_uri + fit.checkpoint.path[len(storage_path):] \
-            if fit.checkpoint.path.startswith(storage_path) else fit.checkpoint.path
-        checkpoint_dir = local.enter_context(fit.checkpoint.as_directory())
+        result.checkpoint = storage_uri + checkpoint.path[len(storage_path):] \
+            if checkpoint.path.startswith(storage_path) else checkpoint.path
+        checkpoint_dir = local.enter_context(checkpoint.as_directory())
         _fill_from_state(result, load_state(checkpoint_dir))
     except Exception as exc:  # one failed candidate must not stop the others
         fault = out_of_space(exc)
