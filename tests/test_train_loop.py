@@ -140,6 +140,21 @@ def test_a_finished_candidate_is_read_back_without_starting_ray_train(first, sou
     assert not more.ok and "started Ray Train" in more.error
 
 
+def test_build_trainer_sets_corrupt_checkpoints_aside_for_every_loop(first, tmp_path):
+    """The supernet searches build their trainers directly: build_trainer itself checks the run's folder, so
+    their resume never starts from a corrupt checkpoint either."""
+    import shutil
+
+    out, _, _, _ = first
+    run = tmp_path / "train" / "tiny"
+    shutil.copytree(out / "train" / "tiny", run)
+    final = max(run.glob("final_*"), key=lambda p: p.name)
+    (final / "state.pt").write_bytes(b"cut short")
+    build_trainer(loop_config={}, datasets={}, plan=plan_resources(1), run_name="tiny", storage_path=tmp_path / "train")
+    assert not final.exists() and list(run.glob(f"{final.name}.corrupt-*"))
+    assert (run / "epoch_0002").exists()  # the good one stays, Ray resumes from it
+
+
 @pytest.mark.slow  # a second Ray Train run of the module's candidate; `make test-slow`, run by CI
 def test_resume_continues_from_last_checkpoint(first, source):
     out, tracking, first_parent, r1 = first

@@ -5,11 +5,12 @@ SHA-256 and size of ``state.pt``), and the check of a Ray Train run's folder bef
 ``history`` (every epoch's metrics), ``final`` (the multi-view evaluation, once done), ``spec``, ``recipe``
 and ``dropout``: enough to rebuild the trained network without the run's config.
 
-:func:`repair_run` runs before ``trainer.fit()`` resumes a run: a checkpoint folder whose ``state.pt`` does not
-match its checksum (a copy cut short, a full disk) is set aside (renamed ``*.corrupt-<time>``, never deleted),
-and when that leaves Ray Train's checkpoint-manager snapshot pointing at it, or the snapshot itself does not
-parse (Ray writes it in place: a full disk leaves it empty), the snapshot is set aside and rebuilt from the
-checkpoints that verify, so Ray resumes from the last good one (Ray keeps two per candidate).
+:func:`repair_run` runs before ``trainer.fit()`` resumes a run (``build_trainer`` calls it, for every loop): a
+checkpoint folder whose ``state.pt`` does not match its checksum (a copy cut short, a full disk) is set aside
+(renamed ``*.corrupt-<time>``, never deleted), and when that leaves Ray Train's checkpoint-manager snapshot
+pointing at it, or the snapshot itself does not parse (Ray writes it in place: a full disk leaves it empty),
+the snapshot is set aside and rebuilt from the checkpoints that verify, so Ray resumes from the last good one
+(Ray keeps two per run). :func:`finished_checkpoint` then tells a run that is already done.
 """
 from __future__ import annotations
 

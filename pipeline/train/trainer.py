@@ -83,14 +83,16 @@ def ingest_config(data_cpus: float | None):
 def build_trainer(*, loop_config: dict[str, Any], datasets: dict[str, Any], plan: ResourcePlan, run_name: str,
                   storage_path: str | Path, max_failures: int = 1, num_to_keep: int = 2, callbacks: list | None = None,
                   train_loop_per_worker: Callable[[dict[str, Any]], None] = train_loop_per_worker,
-                  storage_filesystem: Any = None):
+                  storage_filesystem: Any = None, repair: bool = True):
     """A TorchTrainer running ``train_loop_per_worker(loop_config)`` (default: the candidate training loop;
     a supernet search passes its own) on ``plan.num_workers`` workers (NCCL on GPUs, gloo on CPUs), with
     ``datasets`` sharded by :func:`ingest_config`, the last ``num_to_keep`` checkpoints kept and
     ``max_failures`` automatic restarts from the last checkpoint when a worker dies. ``callbacks``: Train
     ``UserCallback`` s; inside a Tune trial its reports also go to Tune. ``storage_path``: a local folder, a
     pyarrow filesystem URI (``s3://bucket/prefix``), or a path on ``storage_filesystem`` (a
-    ``pyarrow.fs.FileSystem``, pickled to the workers). Each worker asks for ``plan.worker_resources``."""
+    ``pyarrow.fs.FileSystem``, pickled to the workers). Each worker asks for ``plan.worker_resources``.
+    ``repair``: first check the run's folder, if there is one (:func:`repair_run`: corrupt checkpoints and a bad
+    snapshot set aside), so that every loop, the supernet searches' too, resumes only from a good checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -108,6 +110,9 @@ def build_trainer(*, loop_config: dict[str, Any], datasets: dict[str, Any], plan
     storage = str(storage_path)
     if storage_filesystem is None and "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
+    if repair:
+        fs, path = (storage_filesystem, storage) if storage_filesystem is not None else resolve_storage(storage)[:2]
+        repair_run(fs, f"{path.rstrip('/')}/{run_name}")
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -233,7 +238,7 @@ def train_one(spec: ArchSpec, data: Any, *, clip: Any = None, recipe: Recipe | N
         else:
             datasets = {"train": source.train(), "val": source.val(), "test": source.test(*eval_views)}
             trainer = build_trainer(loop_config=loop_config, datasets=datasets, plan=plan, run_name=run_name,
-                                    storage_path=storage_path, max_failures=max_failures,
+                                    storage_path=storage_path, max_failures=max_failures, repair=False,
                                     storage_filesystem=None if storage_uri == storage_path else storage_fs)
             fit = trainer.fit()
             if fit.error is not None:
