@@ -207,7 +207,10 @@ def _latency_specs(args: argparse.Namespace) -> list[ArchSpec]:
 
 
 def run_latency_command(args: argparse.Namespace) -> int:
-    from .latency import table_from_args
+    from .latency import open_table
+    from .latency_options import LatencySettings
+
+    settings = LatencySettings.from_args(args)
 
     try:
         specs = _latency_specs(args)
@@ -219,7 +222,7 @@ def run_latency_command(args: argparse.Namespace) -> int:
         tables = {}
         for (frames, size), group in groups.items():
             try:
-                tables[(frames, size)] = table_from_args(args, frames, size, seed_specs=group)
+                tables[(frames, size)] = open_table(settings, frames, size, seed_specs=group)
             except ValueError as exc:
                 msg = str(exc)
                 raise UsageError(msg if msg.startswith("--") else f"--latency-device: {msg}") from None

@@ -67,7 +67,7 @@ def add_latency_arguments(parser: argparse.ArgumentParser, *, budget: bool = Tru
 @dataclass(frozen=True)
 class LatencySettings:
     """The latency table's options (:func:`add_latency_arguments`, without the budget), built once from the
-    command line and handed down whole (picklable, for Ray): :func:`e3d.latency.table_from_args` reads them."""
+    command line and handed down whole (picklable, for Ray): :func:`e3d.latency.open_table` reads them."""
 
     latency_device: str = "cpu"
     latency_backend: str = "torch"

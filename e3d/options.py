@@ -246,14 +246,14 @@ def latency_predictor(settings: LatencySettings | None, request: SearchRequest, 
         return None
     from dataclasses import replace  # noqa: PLC0415
 
-    from .latency import table_from_args  # noqa: PLC0415
+    from .latency import open_table  # noqa: PLC0415
 
     seeds = list(seed_specs)
     if settings.latency_predictor == "estimate" and not seeds:  # its per-op model needs measured blocks
         sample = SearchRequest(budget=replace(request.budget, latency_ms=None), clip=request.clip, seed=request.seed,
                                options={"samples": 8})
         seeds = [c.spec for c in get_strategy("random").search(sample).candidates]
-    return table_from_args(settings, request.clip.frames, request.clip.size, seed_specs=seeds)
+    return open_table(settings, request.clip.frames, request.clip.size, seed_specs=seeds)
 
 
 def add_clip_options(parser: argparse.ArgumentParser, defaults: SearchDefaults = PAPER) -> argparse.ArgumentParser:

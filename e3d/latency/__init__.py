@@ -42,7 +42,7 @@ name; the pipeline runs it there as a Ray task (:mod:`pipeline.latency`, found t
 
 One concept a module: :mod:`.blocks` (the blocks of a network and their keys), :mod:`.measure` (the
 :class:`Measurer`, :func:`measure_blocks`), :mod:`.opmodel` (the per-op model), :mod:`.table` (the
-:class:`LatencyTable`) and :mod:`.remote` (a node picked by a resource, and :func:`table_from_args`). The
+:class:`LatencyTable`) and :mod:`.remote` (a node picked by a resource, and :func:`open_table`). The
 options are :mod:`e3d.latency_options` (without torch); this package re-exports them and every name above.
 
 ``docs/latency-and-export.md`` has the design choices and the numbers measured on this machine.
@@ -55,9 +55,9 @@ from .blocks import (BLOCKWISE, FORMAT, KINDS, Key, _layout, _modules, key_from_
                      network_blocks)
 from .measure import Measurer, cpu_name, measure_blocks, torch_threads  # noqa: F401
 from .opmodel import FEATURES, LARGE_TENSOR_BYTES, OpModel, estimable  # noqa: F401
-from .remote import build_on_resource, remote_task, table_from_args  # noqa: F401
+from .remote import build_on_resource, open_table, remote_task  # noqa: F401
 from .table import ON_MISSING, LatencyTable, cache_file_name, filter_by_latency  # noqa: F401
 
 __all__ = ["LatencyTable", "Measurer", "OpModel", "network_blocks", "measure_blocks", "filter_by_latency",
            "build_on_resource", "parse_latency", "default_cache_dir", "cache_file_name", "key_to_str", "key_from_str",
-           "add_latency_arguments", "table_from_args"]
+           "add_latency_arguments", "open_table"]

@@ -1,5 +1,5 @@
 """A node picked by a resource (``--latency-resource NAME``): what runs on it (:func:`remote_task`), a table
-built there (:func:`build_on_resource`), and the table the latency options describe (:func:`table_from_args`,
+built there (:func:`build_on_resource`), and the table the latency settings describe (:func:`open_table`,
 here because it may build one there).
 
 The pipeline runs :func:`remote_task` as a Ray task (:mod:`pipeline.latency`); the transport to it is
@@ -7,15 +7,17 @@ The pipeline runs :func:`remote_task` as a Ray task (:mod:`pipeline.latency`); t
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..spec import ArchSpec
 from .blocks import key_to_str
 from .measure import Measurer, _remote_names, measure_blocks
 from .table import LatencyTable
+
+if TYPE_CHECKING:
+    from ..latency_options import LatencySettings
 
 
 def remote_task(op: str, specs: list[dict], settings: dict[str, Any]) -> Any:
@@ -52,17 +54,19 @@ def build_on_resource(specs: Sequence[ArchSpec], resource: str, *, device: str =
     return table
 
 
-# -- command-line options (declared in e3d.latency_options, without torch) ---------------------------------
-def table_from_args(args: argparse.Namespace, frames: int, size: int,
-                    seed_specs: Sequence[ArchSpec] = ()) -> LatencyTable:
-    """The table the latency options describe, for clips of ``frames x size^2``; ``seed_specs`` are measured
-    first (an ``estimate`` table needs some measured blocks to fit its model)."""
-    kwargs = dict(device=args.latency_device, backend=args.latency_backend, threads=args.latency_threads,
-                  runs=args.latency_runs, cache_dir=args.latency_cache, on_missing=args.latency_predictor,
-                  clock=getattr(args, "latency_clock", "wall"), stat=getattr(args, "latency_stat", "median"))
-    if args.latency_resource:
-        return build_on_resource(list(seed_specs), args.latency_resource, **kwargs) if seed_specs else \
-            LatencyTable.open(frames, size, resource=args.latency_resource, **kwargs)
+# -- the table the options describe (declared in e3d.latency_options, without torch) --------------------------
+def open_table(settings: "LatencySettings", frames: int, size: int,
+               seed_specs: Sequence[ArchSpec] = ()) -> LatencyTable:
+    """The table ``settings`` describe (:class:`e3d.latency_options.LatencySettings`, built once from the
+    command line), for clips of ``frames x size^2``; ``seed_specs`` are measured first (an ``estimate`` table
+    needs some measured blocks to fit its model)."""
+    s = settings
+    kwargs = dict(device=s.latency_device, backend=s.latency_backend, threads=s.latency_threads,
+                  runs=s.latency_runs, cache_dir=s.latency_cache, on_missing=s.latency_predictor,
+                  clock=s.latency_clock, stat=s.latency_stat)
+    if s.latency_resource:
+        return build_on_resource(list(seed_specs), s.latency_resource, **kwargs) if seed_specs else \
+            LatencyTable.open(frames, size, resource=s.latency_resource, **kwargs)
     table = LatencyTable.open(frames, size, **kwargs)
     if seed_specs:
         table.fill(seed_specs)
