@@ -11,7 +11,7 @@ import torch
 
 from e3d import zoo
 from e3d.cost import cost
-from e3d.latency import (LatencyTable, Measurer, OpModel, _modules, build_on_resource, cache_file_name,
+from e3d.latency import (LatencyTable, Measurer, OpModel, block_modules, build_on_resource, cache_file_name,
                          filter_by_latency, key_from_str, key_to_str, network_blocks, parse_latency)
 from e3d.model import build_model
 from e3d.space import SearchSpace
@@ -63,7 +63,7 @@ def fake():
 def test_network_blocks_match_the_built_modules(name):
     spec = tiny(name)
     blocks = network_blocks(spec)
-    walked = [key for key, _, _ in _modules(spec, build_model(spec))]
+    walked = [key for key, _, _ in block_modules(spec, build_model(spec))]
     assert sum(n for _, n in blocks) == len(walked) == sum(spec.depths) + 3
     counts: dict = {}
     for key in walked:
@@ -92,13 +92,13 @@ def _family_specs():
 
 @pytest.mark.parametrize("spec,layout", _family_specs(), ids=lambda v: getattr(v, "name", str(v)))
 def test_other_families_are_keyed_per_stage_or_whole(spec, layout, fake):
-    from e3d.latency import _layout
+    from e3d.latency import key_layout
 
-    assert _layout(spec) == (layout or _layout(spec)) and _layout(spec) in ("stages", "network")
+    assert key_layout(spec) == (layout or key_layout(spec)) and key_layout(spec) in ("stages", "network")
     blocks = network_blocks(spec)
-    walked = [key for key, _, _ in _modules(spec, build_model(spec))]
+    walked = [key for key, _, _ in block_modules(spec, build_model(spec))]
     assert sum(n for _, n in blocks) == len(walked)
-    if _layout(spec) == "stages":
+    if key_layout(spec) == "stages":
         assert len(walked) == len(spec.stages) + 3
     else:
         assert [k[0] for k in walked] == ["network"]

@@ -51,8 +51,8 @@ from __future__ import annotations
 
 from ..latency_options import (BACKENDS, CLOCKS, DEVICES, STATS, add_latency_arguments,  # noqa: F401 - re-exported
                                default_cache_dir, parse_latency)
-from .blocks import (BLOCKWISE, FORMAT, KINDS, Key, _layout, _modules, key_from_str, key_to_str,  # noqa: F401
-                     network_blocks)
+from .blocks import (BLOCKWISE, FORMAT, KINDS, Key, block_modules, key_from_str, key_layout,  # noqa: F401
+                     key_to_str, network_blocks)
 from .measure import Measurer, cpu_name, measure_blocks, torch_threads  # noqa: F401
 from .opmodel import FEATURES, LARGE_TENSOR_BYTES, OpModel, estimable  # noqa: F401
 from .remote import build_on_resource, open_table, remote_task  # noqa: F401

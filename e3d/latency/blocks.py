@@ -1,5 +1,5 @@
 """The blocks of a network: the keys the latency table holds (:func:`network_blocks`) and the modules they
-name in the built network (:func:`_modules`).
+name in the built network (:func:`block_modules`).
 
 The ``e3d`` and ``x3d`` families are keyed block by block (:data:`BLOCKWISE`), other families per stage, or as
 a whole network when they build another shape.
@@ -27,7 +27,7 @@ Key = tuple
 BLOCKWISE = ("e3d", "x3d")
 
 
-def _layout(spec: ArchSpec) -> str:
+def key_layout(spec: ArchSpec) -> str:
     """``blocks``, ``stages`` or ``network``: how finely the table can key ``spec``'s network."""
     if spec.family in BLOCKWISE and not getattr(spec, "extra", ()) and not any(
             getattr(s, "extra", ()) for s in spec.stages):
@@ -41,7 +41,7 @@ def _json(value: Any) -> str:
 
 def _walk(spec: ArchSpec) -> Iterator[tuple[Key, tuple, tuple[int, ...]]]:
     """``(key, path to the module in the built network, input shape)`` for every block, in order."""
-    fam, t, layout = spec.family, spec.frames, _layout(spec)
+    fam, t, layout = spec.family, spec.frames, key_layout(spec)
     if layout == "network":
         yield ("network", fam, _json(spec.replace(name="-").to_dict())), (), (1, 3, t, spec.size, spec.size)
         return
@@ -86,7 +86,7 @@ def network_blocks(spec: ArchSpec) -> list[tuple[Key, int]]:
     return list(merged.items())
 
 
-def _modules(spec: ArchSpec, model: nn.Module) -> Iterator[tuple[Key, nn.Module, tuple[int, ...]]]:
+def block_modules(spec: ArchSpec, model: nn.Module) -> Iterator[tuple[Key, nn.Module, tuple[int, ...]]]:
     """``(key, submodule, input shape)`` for every block of the built network, in order (batch 1)."""
     for key, path, shape in _walk(spec):
         module = model

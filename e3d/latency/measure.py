@@ -2,7 +2,7 @@
 onnxruntime or CUDA), and :func:`measure_blocks` times the distinct blocks of specs.
 
 A measurer with a ``resource`` measures on a node offering it instead: the transport to that node
-(:func:`_remote_call`, found through the entry-point group ``e3d.remote_measure``) is here because the
+(:func:`remote_call`, found through the entry-point group ``e3d.remote_measure``) is here because the
 measurer uses it; what runs on the node is :mod:`e3d.latency.remote`.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 from ..latency_options import BACKENDS, CLOCKS, DEVICES, STATS
 from ..spec import ArchSpec
-from .blocks import Key, _modules, key_from_str, network_blocks
+from .blocks import Key, block_modules, key_from_str, network_blocks
 
 
 def cpu_name() -> str:
@@ -32,7 +32,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
 
 
@@ -94,16 +94,16 @@ class Measurer:
     def device_name(self) -> str:
         """e.g. ``cpu-amd-epyc`` or ``cuda-nvidia-h200``: the device part of the cache key."""
         if self.resource:
-            return _remote_names(self)[0]
+            return remote_names(self)[0]
         if self.device == "cuda":
             self._check_device()
-            return "cuda-" + _slug(torch.cuda.get_device_name(torch.cuda.current_device()))
-        return "cpu-" + _slug(cpu_name())
+            return "cuda-" + slug(torch.cuda.get_device_name(torch.cuda.current_device()))
+        return "cpu-" + slug(cpu_name())
 
     @property
     def backend_name(self) -> str:
         if self.resource:
-            return _remote_names(self)[1]
+            return remote_names(self)[1]
         if self.backend == "onnxruntime":
             import onnxruntime
 
@@ -173,7 +173,7 @@ class Measurer:
     def network_ms(self, spec: ArchSpec, model: nn.Module | None = None) -> float:
         """End-to-end latency (ms) of ``spec``'s whole network, batch 1."""
         if self.resource:
-            return _remote_call(self, "measure", [spec])[0]
+            return remote_call(self, "measure", [spec])[0]
         from ..model import build_model
 
         model = model if model is not None else build_model(spec)
@@ -191,7 +191,7 @@ def measure_blocks(specs: Iterable[ArchSpec], measurer: Measurer,
         if all(k in skip or k in out for k, _ in network_blocks(spec)):
             continue
         model = build_model(spec).eval()
-        for key, module, shape in _modules(spec, model):
+        for key, module, shape in block_modules(spec, model):
             if key not in skip and key not in out:
                 out[key] = measurer.module_ms(module, shape)
     return out
@@ -201,7 +201,7 @@ def measure_blocks(specs: Iterable[ArchSpec], measurer: Measurer,
 _NAMES: dict[tuple, tuple[str, str, str]] = {}
 
 
-def _remote_call(measurer: Measurer, op: str, specs: Sequence[ArchSpec] = ()) -> Any:
+def remote_call(measurer: Measurer, op: str, specs: Sequence[ArchSpec] = ()) -> Any:
     """Run ``op`` (:func:`remote_task`) on a node offering ``measurer.resource``, by the function registered in the
     entry-point group ``e3d.remote_measure`` (setup.cfg: :func:`pipeline.latency.measure_on_resource`, a Ray task)."""
     from importlib.metadata import entry_points  # noqa: PLC0415 - only when measuring elsewhere
@@ -216,8 +216,8 @@ def _remote_call(measurer: Measurer, op: str, specs: Sequence[ArchSpec] = ()) ->
     return out
 
 
-def _remote_names(measurer: Measurer) -> tuple[str, str, str]:
+def remote_names(measurer: Measurer) -> tuple[str, str, str]:
     key = (measurer.resource, measurer.device, measurer.backend)
     if key not in _NAMES:
-        _NAMES[key] = tuple(_remote_call(measurer, "names"))  # type: ignore[assignment]
+        _NAMES[key] = tuple(remote_call(measurer, "names"))  # type: ignore[assignment]
     return _NAMES[key]

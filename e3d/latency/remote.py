@@ -3,7 +3,7 @@ built there (:func:`build_on_resource`), and the table the latency settings desc
 here because it may build one there).
 
 The pipeline runs :func:`remote_task` as a Ray task (:mod:`pipeline.latency`); the transport to it is
-:func:`e3d.latency.measure._remote_call`, which the :class:`~e3d.latency.measure.Measurer` uses.
+:func:`e3d.latency.measure.remote_call`, which the :class:`~e3d.latency.measure.Measurer` uses.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..spec import ArchSpec
 from .blocks import key_to_str
-from .measure import Measurer, _remote_names, measure_blocks
+from .measure import Measurer, measure_blocks, remote_names
 from .table import LatencyTable
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def build_on_resource(specs: Sequence[ArchSpec], resource: str, *, device: str =
     table.fill(specs)
     if calibrate and not table.calibration:
         table.calibrate(specs[:calibrate])
-        table.calibration["node"] = _remote_names(table.measurer)[2]
+        table.calibration["node"] = remote_names(table.measurer)[2]
         table.save()
     return table
 

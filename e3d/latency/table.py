@@ -18,15 +18,15 @@ import torch
 from ..latency_options import default_cache_dir
 from ..spec import ArchSpec
 from .blocks import FORMAT, Key, key_from_str, key_to_str, network_blocks
-from .measure import Measurer, _remote_call, _slug, measure_blocks
+from .measure import Measurer, measure_blocks, remote_call, slug
 from .opmodel import OpModel, estimable
 
 ON_MISSING = ("measure", "estimate", "error")
 
 
 def cache_file_name(device_name: str, backend_name: str, threads: int | None, frames: int, size: int) -> str:
-    return (f"{device_name}-{_slug(backend_name)}-t{threads or 'default'}-{frames}x{size}"
-            f"-torch{_slug(torch.__version__)}.json")
+    return (f"{device_name}-{slug(backend_name)}-t{threads or 'default'}-{frames}x{size}"
+            f"-torch{slug(torch.__version__)}.json")
 
 
 @dataclass
@@ -138,7 +138,7 @@ class LatencyTable:
             return 0
         t0 = time.perf_counter()
         if self.measurer.resource:
-            new = {k: v for k, v in _remote_call(self.measurer, "fill", todo).items() if k not in self.entries}
+            new = {k: v for k, v in remote_call(self.measurer, "fill", todo).items() if k not in self.entries}
         else:
             new = measure_blocks(todo, self.measurer, skip=self.entries)
         self.entries.update(new)
