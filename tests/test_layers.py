@@ -1,5 +1,5 @@
-"""The layers: ``e3d`` (the science) imports neither Ray, MLflow nor ``pipeline``, and no module of ``e3d`` or
-``pipeline`` imports itself back through others.
+"""The layers: ``e3d`` (the science) imports neither Ray, MLflow nor ``pipeline``, no module of ``e3d`` or
+``pipeline`` imports itself back through others, and none imports another's private names.
 
 The import graph is read from the source with :mod:`ast`: every ``import`` and ``from ... import``, at module
 level or inside a function (a lazy import still runs), except those under ``if TYPE_CHECKING:`` (never run).
@@ -166,3 +166,17 @@ def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
     assert graph["e3d.sub"] == {"e3d.sub.a"} and graph["e3d.sub.a"] == {"e3d.b"}
     assert graph["e3d.b"] == {"e3d.sub.a"} and graph["pipeline.c"] == {"e3d.sub.a", "e3d.b"}
     assert cycles(graph) == [["e3d.b", "e3d.sub.a"]]
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name with a leading underscore is its module's own; a helper that modules share is named as shared."""
+    files = module_files()
+    offenders = []
+    for name, path in files.items():
+        for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or not (node.level or node.module.split(".")[0] in PACKAGES):
+                continue
+            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            if private:
+                offenders.append(f"{name}:{node.lineno} imports {', '.join(private)} from {node.module or '.'}")
+    assert offenders == []
