@@ -1,24 +1,24 @@
 """The supplement's generalisation check in small (§3): Opt, S, ST and S+ST trained with the same recipe.
 
-    python -m pipeline.fusion.compare --data ../shared/data/ucf101-6class-dev --frames 8 --size 56 \\
-        --epochs 6 --set epochs=4 --out outputs/fusion_ucf      # any option of jobs/search_and_train.py
+    result = run_comparison(config)      # config: a JobConfig of the main job whose strategy is fusion
 
-It is the main job twice, on the same ``--out`` (so one MLflow parent run, one search, the same recipe):
+The command line is ``jobs/fusion_variants.py`` (the options of ``jobs/search_and_train.py``, ``--strategy``
+fusion). It is the main job twice, on the same ``out_dir`` (so one MLflow parent run, one search, the same recipe):
 
-1. ``run_job`` with ``--strategy fusion`` and ``--top-k 1``: the template is trained, the probabilities are
+1. ``run_job`` with strategy ``fusion`` and ``top_k`` 1: the template is trained, the probabilities are
    read out and the Opt network (``cand1``) is trained;
 2. ``run_job`` again with the other distinct candidates of the outcome (S, ST, S+ST everywhere, and E3D's own
-   kernels when asked for) as ``--also`` spec files: the finished search and Opt's finished training are read
-   back, the variants are trained.
+   kernels when asked for) as extra spec files (the job's ``--also``): the finished search and Opt's finished
+   training are read back, the variants are trained.
 
 Two steps because the job's ``top_k_distinct`` tells candidates apart by kernels and depths only: ST and
 S+ST everywhere share both (docs/fusion.md, "Wiring"). The table (``fusion_comparison.md`` / ``.json``)
 lists clip-level top-1 (the last epoch's single-view validation, as the supplement reports) and multi-view top-1.
+The caller starts Ray (the job: ``--address``/``--num-cpus``).
 """
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,31 +89,3 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['variant']}{same} | {r['fusion']} | {r['kernels']} | {r['gflops']:.4f} "
                      f"| {r['mparams']:.3f} | {lp} | {r['clip_top1']:.1f} | {r['best_clip_top1']:.1f} | {r['mv_top1']:.1f} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The options of ``jobs/search_and_train.py`` (``--strategy`` is fusion)."""
-    import importlib.util
-    import os
-
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    path = Path(__file__).resolve().parents[2] / "jobs" / "search_and_train.py"
-    spec = importlib.util.spec_from_file_location("search_and_train_job", path)
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    from pipeline.options import init_ray
-
-    parser = job.build_parser()
-    parser.prog = "python -m pipeline.fusion.compare"
-    args = parser.parse_args(["--strategy", "fusion"] + list(sys.argv[1:] if argv is None else argv))
-    if args.strategy != "fusion":
-        parser.error("argument --strategy: the comparison runs strategy 'fusion'")
-    config = job.config_from_args(parser, args)
-    init_ray(args)
-    result = run_comparison(config)
-    return 1 if any(r["error"] for r in result.rows) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,5 +5,5 @@ strategy. The space, the distribution with its gradient estimators, the supernet
     engine        ParsecEngine: one worker's search state and epoch loop, no Ray
     loop          parsec_loop_per_worker: the engine inside Ray Train (checkpoints, MLflow)
     search        run_parsec: the strategy's search (trainer, candidates, outcome)
-    experiments   Table 1 on synthetic data; the UCF101 comparison (python -m pipeline.parsec.experiments)
+    experiments   Table 1 on synthetic data; the comparison on a dataset (jobs/parsec_experiments.py)
 """

@@ -1,20 +1,23 @@
 """The measurements of ``docs/parsec.md``: Table 1 (the cost coefficient beta) on the synthetic data, and the
 comparison on a real dataset (the searched net vs random search in the FLOPs band vs the ``evolution`` winner).
 
-    python -m pipeline.parsec.experiments table1 --out runs/parsec-table1            # beta in {0, .05, .1, .2}
-    python -m pipeline.parsec.experiments compare --data ../shared/data/ucf101-6class-dev --out runs/parsec-ucf
+    from pipeline.parsec.experiments import BandComparisonSettings, Table1Settings, compare, table1
+    table1(Table1Settings(out="runs/parsec-table1"))                    # beta in {0, .05, .1, .2}
+    compare(BandComparisonSettings(data="../shared/data/ucf101-6class-dev", out="runs/parsec-ucf"))
 
-Both run the ``parsec`` strategy exactly as the main job does (Ray Train, checkpoints: a rerun with the same
-``--out`` resumes). ``table1`` decodes the synthetic clips once (centre views) and searches on them in memory;
-``compare`` searches on the dataset through Ray Data and trains every compared network with the same recipe
-through :func:`pipeline.train.train_candidates` (the band: :mod:`e3d.parsec.band`). Reduced-scale defaults fit this
-machine (2 shared cores); ``--help`` lists what to raise for a full run.
+The command line is ``jobs/parsec_experiments.py`` (``table1`` and ``compare``). Both run the ``parsec`` strategy
+exactly as the main job does (Ray Train, checkpoints: a rerun with the same ``out`` resumes), on the Ray the
+caller started (``ray.init``; the job's ``--address``/``--num-cpus``). ``table1`` decodes the synthetic clips once
+(centre views) and searches on them in memory; ``compare`` searches on the dataset through Ray Data and trains
+every compared network with the same recipe through :func:`pipeline.train.train_candidates` (the band:
+:mod:`e3d.parsec.band`). The settings' defaults are reduced-scale runs that fit this machine (2 shared cores);
+docs/parsec.md gives the values of a full run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +25,81 @@ import numpy as np
 
 from e3d.strategy import Budget, Clip, SearchContext, SearchRequest, get_strategy
 from pipeline.context import RayTrainer
-from pipeline.options import add_ray_options, init_ray
+
+
+@dataclass(frozen=True)
+class Table1Settings:
+    """Table 1 on the synthetic motion dataset: one ``parsec`` search per cost coefficient in ``betas``, each
+    with the FLOPs range [``t_min``, ``t_max``] (FLOPs = multiply-accumulates), under ``out/beta-<beta>``."""
+
+    out: str
+    betas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
+    epochs: int = 8
+    samples: int = 13  # K architectures per step
+    batch_size: int = 4
+    lr: float = 0.02  # the weights' learning rate
+    arch_lr: float = 0.05  # Adam's rate for alpha (Table 2: 0.015, for 800 epochs)
+    t_min: float = 0.0285e9
+    t_max: float = 0.03e9
+    frames: int = 8
+    size: int = 40
+    sampling_rate: int = 4
+    classes: int = 4  # of the synthetic dataset
+    clips_per_class: int = 24
+    seed: int = 0  # the searches' seed
+    data_seed: int = 0  # the synthetic dataset's seed
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))  # a list given: the same record
+
+    def search_options(self, beta: float) -> dict[str, Any]:
+        """The ``parsec`` strategy's options of the search at ``beta``."""
+        return {"epochs": self.epochs, "samples": self.samples, "beta": beta, "batch_size": self.batch_size,
+                "arch_lr": self.arch_lr, "lr": self.lr, "t_max": self.t_max, "t_min": self.t_min}
+
+    def search_request(self, beta: float, out: Path | str | None = None) -> SearchRequest:
+        """The ``parsec`` request of the search at ``beta`` (written under ``out``)."""
+        return SearchRequest(budget=Budget(flops=self.t_max), clip=Clip(self.frames, self.size), seed=self.seed,
+                             options=self.search_options(beta), out_dir=None if out is None else str(out),
+                             num_classes=self.classes)
+
+
+@dataclass(frozen=True)
+class BandComparisonSettings:
+    """The comparison on a real dataset (``data``, any supported format): PARSEC's most probable net (range
+    [``t_min``, ``t_max``], ``search_epochs``), ``band`` random nets of the same FLOPs band and the ``evolution``
+    winner at the searched net's FLOPs, all trained for ``train_epochs`` with one recipe, under ``out``."""
+
+    data: str
+    out: str
+    t_max: float = 0.06e9  # upper end of the FLOPs range (and budget)
+    t_min: float = 0.054e9
+    beta: float = 0.1
+    search_epochs: int = 10  # PARSEC epochs (Table 2: 800 + 400)
+    samples: int = 13
+    arch_lr: float = 0.015
+    train_epochs: int = 8  # epochs of every compared network
+    batch_size: int = 8
+    lr: float = 0.02
+    band: int = 6  # random nets of the band (supplement §5: 16)
+    evo_iterations: int = 20_000
+    evo_population: int = 64
+    frames: int = 8
+    size: int = 56
+    sampling_rate: int = 4
+    eval_clips: int = 2
+    seed: int = 0
+
+    def search_options(self) -> dict[str, Any]:
+        """The ``parsec`` strategy's options of the search."""
+        return {"epochs": self.search_epochs, "samples": self.samples, "beta": self.beta, "t_max": self.t_max,
+                "t_min": self.t_min, "arch_lr": self.arch_lr, "batch_size": self.batch_size, "lr": self.lr}
+
+    def search_request(self, num_classes: int, out: Path | str | None = None) -> SearchRequest:
+        """The ``parsec`` request of the search on a dataset of ``num_classes`` (written under ``out``)."""
+        return SearchRequest(budget=Budget(flops=self.t_max), clip=Clip(self.frames, self.size, self.sampling_rate),
+                             seed=self.seed, options=self.search_options(), out_dir=None if out is None else str(out),
+                             num_classes=num_classes)
 
 
 def decoded_source(dataset: Any, clip: Any, *, seed: int = 0):
@@ -62,30 +139,28 @@ def run_search(source: Any, out: Path, *, frames: int, size: int, t_max: float, 
 
 
 # -- Table 1 --------------------------------------------------------------------------------------------
-def table1(args: argparse.Namespace) -> dict[str, Any]:
-    import ray
-
+def table1(settings: Table1Settings) -> dict[str, Any]:
+    """One ``parsec`` search per beta on the synthetic data (resumed when done), then the table: writes
+    ``table1.json`` and ``table1.md`` to ``settings.out`` and returns the record of ``table1.json``."""
     from pipeline.search_and_train import DataConfig, load_data
     from pipeline.video.clip import ClipConfig
 
-    out = Path(args.out).resolve()
+    s = settings
+    out = Path(s.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    init_ray(args)
-    dataset = load_data(DataConfig(synthetic={"num_classes": args.classes, "clips_per_class": args.clips_per_class,
-                                              "frames": 32, "size": 64}), out, seed=args.data_seed)
-    clip = ClipConfig(frames=args.frames, sampling_rate=args.sampling_rate, size=args.size,
-                      train_scale=(args.size, args.size), hflip=False)
+    dataset = load_data(DataConfig(synthetic={"num_classes": s.classes, "clips_per_class": s.clips_per_class,
+                                              "frames": 32, "size": 64}), out, seed=s.data_seed)
+    clip = ClipConfig(frames=s.frames, sampling_rate=s.sampling_rate, size=s.size, train_scale=(s.size, s.size),
+                      hflip=False)
     t0 = time.perf_counter()
     source = decoded_source(dataset, clip)
     decode_s = time.perf_counter() - t0
     rows = []
-    for beta in args.betas:
-        options = {"epochs": args.epochs, "samples": args.samples, "beta": beta, "batch_size": args.batch_size,
-                   "arch_lr": args.arch_lr, "lr": args.lr, "t_max": args.t_max, "t_min": args.t_min}
-        outcome = run_search(source, out / f"beta-{beta:g}", frames=args.frames, size=args.size, t_max=args.t_max,
-                             seed=args.seed, options=options)
+    for beta in s.betas:
+        outcome = run_search(source, out / f"beta-{beta:g}", frames=s.frames, size=s.size, t_max=s.t_max,
+                             seed=s.seed, options=s.search_options(beta))
         h = outcome.history
-        rows.append({"beta": beta, "t_min_gflops": args.t_min / 1e9, "t_max_gflops": args.t_max / 1e9,
+        rows.append({"beta": beta, "t_min_gflops": s.t_min / 1e9, "t_max_gflops": s.t_max / 1e9,
                      "mode_gflops": outcome.extra["mode_gflops"], "expected_gflops": outcome.extra["expected_gflops"],
                      "in_band": outcome.extra["mode_in_band"], "entropy": outcome.extra["entropy"],
                      "mode_gflops_by_epoch": [round(r["mode_gflops"], 5) for r in h],
@@ -93,18 +168,16 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
                      "val_top1_last": h[-1].get("val_top1"), "wall_s": outcome.wall_s, "cpu_s": outcome.cpu_s,
                      "width_scale": outcome.settings["space"]["width_scale"]})
         print(f"[table1] beta {beta:g}: mode {rows[-1]['mode_gflops']:.4f} G, expected "
-              f"{rows[-1]['expected_gflops']:.4f} G, range [{args.t_min / 1e9:.4f}, {args.t_max / 1e9:.4f}]")
-    ray.shutdown()
+              f"{rows[-1]['expected_gflops']:.4f} G, range [{s.t_min / 1e9:.4f}, {s.t_max / 1e9:.4f}]")
     from e3d.parsec.space import SpaceConfig, TwoStreamSpace
 
-    space = TwoStreamSpace(SpaceConfig(width_scale=rows[0]["width_scale"]), frames=args.frames, size=args.size,
-                           num_classes=args.classes)
+    space = TwoStreamSpace(SpaceConfig(width_scale=rows[0]["width_scale"]), frames=s.frames, size=s.size,
+                           num_classes=s.classes)
     rng = np.random.default_rng(0)
     flops = np.array([space.flops(tuple(int(rng.integers(n)) for n in space.sizes)) for _ in range(5000)])
-    share = {"below": float(np.mean(flops < args.t_min)), "in": float(np.mean((flops >= args.t_min)
-                                                                             & (flops <= args.t_max))),
-             "above": float(np.mean(flops > args.t_max)), "median_gflops": float(np.median(flops) / 1e9)}
-    result = {"rows": rows, "space_share_uniform": share, "decode_s": decode_s, "settings": vars(args)}
+    share = {"below": float(np.mean(flops < s.t_min)), "in": float(np.mean((flops >= s.t_min) & (flops <= s.t_max))),
+             "above": float(np.mean(flops > s.t_max)), "median_gflops": float(np.median(flops) / 1e9)}
+    result = {"rows": rows, "space_share_uniform": share, "decode_s": decode_s, "settings": asdict(s)}
     (out / "table1.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "table1.md").write_text(table1_markdown(rows, share) + "\n")
     print(table1_markdown(rows, share))
@@ -124,11 +197,10 @@ def table1_markdown(rows: Sequence[dict[str, Any]], share: dict[str, float]) -> 
 
 
 # -- the comparison on a real dataset -----------------------------------------------------------------------
-def compare(args: argparse.Namespace) -> dict[str, Any]:
-    """PARSEC's most probable net vs ``--band`` random nets of the FLOPs band vs the ``evolution`` winner at the
-    searched net's FLOPs, all trained with one recipe."""
-    import ray
-
+def compare(settings: BandComparisonSettings) -> dict[str, Any]:
+    """PARSEC's most probable net vs ``settings.band`` random nets of the FLOPs band vs the ``evolution`` winner at
+    the searched net's FLOPs, all trained with one recipe (finished searches and trainings are read back): writes
+    ``compare.json`` and ``compare.md`` to ``settings.out`` and returns the record of ``compare.json``."""
     from e3d.parsec.band import band_median, band_specs
     from e3d.parsec.space import SpaceConfig, TwoStreamSpace
     from e3d.search_io import read_outcome, write_outcome
@@ -137,28 +209,24 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.video.clip import ClipConfig
     from pipeline.video.formats import load_dataset
 
-    out = Path(args.out).resolve()
+    s = settings
+    out = Path(s.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    init_ray(args)
     t_start = time.perf_counter()
-    dataset = load_dataset(args.data, seed=args.seed)
-    clip = ClipConfig(frames=args.frames, sampling_rate=args.sampling_rate, size=args.size,
-                      train_scale=(args.size, round(args.size * 8 / 7)), hflip=True)
-    recipe = Recipe.paper("sthsth").scaled(epochs=args.train_epochs, batch_size=args.batch_size, lr=args.lr,
-                                           init="torch")
+    dataset = load_dataset(s.data, seed=s.seed)
+    clip = ClipConfig(frames=s.frames, sampling_rate=s.sampling_rate, size=s.size,
+                      train_scale=(s.size, round(s.size * 8 / 7)), hflip=True)
+    recipe = Recipe.paper("sthsth").scaled(epochs=s.train_epochs, batch_size=s.batch_size, lr=s.lr, init="torch")
     num_classes = len(dataset.classes)
-    clip_req = Clip(args.frames, args.size, args.sampling_rate)
+    clip_req = Clip(s.frames, s.size, s.sampling_rate)
 
-    evo_options = {"iterations": args.evo_iterations, "population_size": args.evo_population}
+    evo_options = {"iterations": s.evo_iterations, "population_size": s.evo_population}
 
     # 1. PARSEC on the dataset (Ray Data decoding, Ray Train), as the main job runs it
     parsec_dir = out / "search-parsec"
     outcome = read_outcome(parsec_dir)
     if outcome is None:
-        options = {"epochs": args.search_epochs, "samples": args.samples, "beta": args.beta, "t_max": args.t_max,
-                   "t_min": args.t_min, "arch_lr": args.arch_lr, "batch_size": args.batch_size, "lr": args.lr}
-        request = SearchRequest(budget=Budget(flops=args.t_max), clip=clip_req, seed=args.seed, options=options,
-                                out_dir=str(parsec_dir), num_classes=num_classes)
+        request = s.search_request(num_classes, parsec_dir)
         outcome = get_strategy("parsec").search(request, SearchContext(dataset=dataset, clip=clip, recipe=recipe,
                                                                        trainer=RayTrainer()))
         write_outcome(parsec_dir, outcome)
@@ -170,10 +238,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     evo_dir = out / "search-evolution"
     evo = read_outcome(evo_dir)
     if evo is None:
-        initial = evolution_initial(out, args.frames, args.size, searched_flops)
+        initial = evolution_initial(out, s.frames, s.size, searched_flops)
         if initial is not None:
             evo_options["initial"] = initial
-        request = SearchRequest(budget=Budget(flops=searched_flops), clip=clip_req, seed=args.seed,
+        request = SearchRequest(budget=Budget(flops=searched_flops), clip=clip_req, seed=s.seed,
                                 options=evo_options, out_dir=str(evo_dir), num_classes=num_classes)
         evo = get_strategy("evolution").search(request, SearchContext(progress=False))
         write_outcome(evo_dir, evo)
@@ -181,17 +249,17 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
     # 3. random search in the same FLOPs band, the same space
     space_cfg = SpaceConfig.from_options(outcome.settings["space"])
-    space = TwoStreamSpace(space_cfg, frames=args.frames, size=args.size, num_classes=num_classes)
+    space = TwoStreamSpace(space_cfg, frames=s.frames, size=s.size, num_classes=num_classes)
     t_min, t_max = outcome.settings["t_min"], outcome.settings["t_max"]
-    band = band_specs(space, t_min, t_max, args.band, seed=args.seed)
+    band = band_specs(space, t_min, t_max, s.band, seed=s.seed)
 
     # 4. one recipe for all
     specs = [searched, evolution] + band
     results = train_candidates(specs, dataset, clip=clip, recipe=recipe, tracking=None, out_dir=out / "train",
-                               eval_clips=args.eval_clips, eval_crops=3, seed=args.seed, log_model=False)
-    rows = [{"name": r.name, "family": s.family, "gflops": r.flops / 1e9, "mparams": r.params / 1e6,
+                               eval_clips=s.eval_clips, eval_crops=3, seed=s.seed, log_model=False)
+    rows = [{"name": r.name, "family": spec.family, "gflops": r.flops / 1e9, "mparams": r.params / 1e6,
              "val_top1": r.val_top1, "mv_top1": r.mv_top1, "mv_top5": r.mv_top5, "train_time_s": r.train_time_s,
-             "error": r.error} for s, r in zip(specs, results)]
+             "error": r.error} for spec, r in zip(specs, results)]
     summary = {"rows": rows, "band_median_mv_top1": band_median(results[2:]),
                "band_median_val_top1": band_median(results[2:], "val_top1"),
                "parsec_search": {"wall_s": outcome.wall_s, "cpu_s": outcome.cpu_s, "epochs": len(outcome.history),
@@ -200,12 +268,11 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                                  "in_band": outcome.extra["mode_in_band"]},
                "evolution_search": {"wall_s": evo.wall_s, "cpu_s": evo.cpu_s, "gflops": evo.best.flops / 1e9},
                "band": [t_min / 1e9, t_max / 1e9], "total_wall_s": time.perf_counter() - t_start,
-               "settings": vars(args), "videos": {"train": len(dataset.train), "val": len(dataset.val)}}
+               "settings": asdict(s), "videos": {"train": len(dataset.train), "val": len(dataset.val)}}
     (out / "compare.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     text = compare_markdown(summary)
     (out / "compare.md").write_text(text + "\n")
     print(text)
-    ray.shutdown()
     return summary
 
 
@@ -247,54 +314,3 @@ def compare_markdown(summary: dict[str, Any]) -> str:
                  f"{p['epochs']} epochs, {p['steps']} steps, {p['wall_s']:.0f} s wall, {p['cpu_s']:.0f} CPU-s; "
                  f"evolution: {e['wall_s']:.1f} s wall, {e['cpu_s']:.1f} CPU-s.")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> Any:
-    p = argparse.ArgumentParser(prog="python -m pipeline.parsec.experiments", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("table1", help="Table 1: derived FLOPs for several cost coefficients, synthetic data")
-    t.add_argument("--out", required=True)
-    t.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
-    t.add_argument("--epochs", type=int, default=8)
-    t.add_argument("--samples", type=int, default=13, help="K architectures per step (13)")
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--lr", type=float, default=0.02, help="weights' learning rate")
-    t.add_argument("--arch-lr", type=float, default=0.05, help="Adam's rate for alpha (Table 2: 0.015, for 800 epochs)")
-    t.add_argument("--t-min", type=float, default=0.0285e9)
-    t.add_argument("--t-max", type=float, default=0.03e9)
-    t.add_argument("--frames", type=int, default=8)
-    t.add_argument("--size", type=int, default=40)
-    t.add_argument("--sampling-rate", type=int, default=4)
-    t.add_argument("--classes", type=int, default=4)
-    t.add_argument("--clips-per-class", type=int, default=24)
-    add_ray_options(t).set_defaults(num_cpus=2)
-    t.add_argument("--seed", type=int, default=0, help="the searches' seed")
-    t.add_argument("--data-seed", type=int, default=0, help="the synthetic dataset's seed")
-    c = sub.add_parser("compare", help="the searched net vs random nets of the FLOPs band vs the evolution winner")
-    c.add_argument("--data", required=True, help="a video dataset folder (any supported format)")
-    c.add_argument("--out", required=True)
-    c.add_argument("--t-max", type=float, default=0.06e9, help="upper end of the FLOPs range (and budget)")
-    c.add_argument("--t-min", type=float, default=0.054e9)
-    c.add_argument("--beta", type=float, default=0.1)
-    c.add_argument("--search-epochs", type=int, default=10, help="PARSEC epochs (Table 2: 800 + 400)")
-    c.add_argument("--samples", type=int, default=13)
-    c.add_argument("--arch-lr", type=float, default=0.015)
-    c.add_argument("--train-epochs", type=int, default=8, help="epochs of every compared network")
-    c.add_argument("--batch-size", type=int, default=8)
-    c.add_argument("--lr", type=float, default=0.02)
-    c.add_argument("--band", type=int, default=6, help="random nets of the band (supplement §5: 16)")
-    c.add_argument("--evo-iterations", type=int, default=20_000)
-    c.add_argument("--evo-population", type=int, default=64)
-    c.add_argument("--frames", type=int, default=8)
-    c.add_argument("--size", type=int, default=56)
-    c.add_argument("--sampling-rate", type=int, default=4)
-    c.add_argument("--eval-clips", type=int, default=2)
-    add_ray_options(c).set_defaults(num_cpus=2)
-    c.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    return {"table1": table1, "compare": compare}[args.command](args)
-
-
-if __name__ == "__main__":
-    main()
