@@ -20,33 +20,20 @@ free space and rerun: it resumes; docs/faults.md).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from pipeline.faults import RECORDS_BYTES, check_free_space, exits_on_out_of_space  # noqa: E402
 from pipeline.options import init_ray  # noqa: E402
-
-
-def _main_job():
-    """jobs/search_and_train.py, beside this file: its options and their checks are this job's."""
-    spec = importlib.util.spec_from_file_location("search_and_train_job", Path(__file__).with_name("search_and_train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MAIN_JOB = _main_job()
+from pipeline.search_and_train_options import job_config, main_job_parser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = MAIN_JOB.build_parser()
-    parser.description, parser.epilog = __doc__.split("\n")[0], __doc__
-    parser.set_defaults(strategy="fusion", out="outputs/fusion_variants")
+    parser = main_job_parser(__doc__, out="outputs/fusion_variants")
+    parser.set_defaults(strategy="fusion")
     return parser
 
 
@@ -56,7 +43,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
         parser.error(f"argument --strategy: the comparison runs strategy 'fusion', got {args.strategy!r}")
     if "--top-k" in getattr(parser, "typed", ()):
         parser.error("argument --top-k: the comparison trains Opt (top-k 1) and the outcome's variants")
-    return MAIN_JOB.config_from_args(parser, args)
+    return job_config(parser, args)
 
 
 @exits_on_out_of_space
