@@ -93,8 +93,10 @@ class VideoSource:
 class TensorSource:
     """Clips held in memory: ``train_x`` (N, 3, T, S, S) float32 with ``train_y`` (N,), the same for val.
 
-    Every pass over ``train()`` adds fresh Gaussian noise of std ``train_noise`` (a stand-in for random
-    clips) in a new order; ``test(clips, crops)`` makes ``clips * crops`` views of each validation clip with
+    Every pass over ``train()`` adds new Gaussian noise of std ``train_noise`` (a stand-in for random
+    clips) in a new order, both drawn from ``seed`` and the pass's index (Ray's ``reseed_after_execution``, as
+    :func:`pipeline.video.ray_data.train_dataset` does), so the same seed gives the same passes (``seed=None``:
+    system randomness); ``test(clips, crops)`` makes ``clips * crops`` views of each validation clip with
     view noise ``view_noise`` (seeded per view, so deterministic).
     """
 
@@ -106,6 +108,7 @@ class TensorSource:
     train_noise: float = 0.0
     view_noise: float = 0.0
     sampling_rate: int | None = None
+    seed: int | None = 0
 
     def __post_init__(self):
         self.train_x = np.ascontiguousarray(self.train_x, np.float32)
@@ -162,18 +165,25 @@ class TensorSource:
 
     def train(self):
         import ray.data
+        from ray.data import RandomSeedConfig
+        from ray.data.expressions import random as random_column
 
         ds = ray.data.from_items([{"i": i} for i in range(self.n_train)],
                                  override_num_blocks=max(1, min(8, self.n_train // 8)))
+        ds = ds.random_shuffle(seed=RandomSeedConfig(seed=self.seed, reseed_after_execution=True))
+        ds = ds.with_column("rand", random_column(seed=self.seed, reseed_after_execution=True))
         x, y, noise = self.train_x, self.train_y, self.train_noise
 
         def load(batch: dict) -> dict:
-            rng = np.random.default_rng()  # fresh entropy on every execution, i.e. every epoch
             idx = np.asarray(batch["i"])
-            clip = x[idx] + (rng.normal(0, noise, size=x[idx].shape).astype(np.float32) if noise else 0)
-            return {"clip": clip.astype(np.float32), "label": y[idx]}
+            clip = x[idx].copy()
+            if noise:
+                for j, u in enumerate(batch["rand"]):  # each row's noise from its own random number
+                    rng = np.random.default_rng(int(u * 2 ** 53))
+                    clip[j] += rng.normal(0, noise, size=clip[j].shape).astype(np.float32)
+            return {"clip": clip, "label": y[idx]}
 
-        return ds.random_shuffle().map_batches(load, batch_format="numpy", batch_size=8)
+        return ds.map_batches(load, batch_format="numpy", batch_size=8)
 
     def val(self):
         return self._views(1, 1) if self.n_val else None

@@ -65,7 +65,9 @@ def ingest_config(data_cpus: float | None):
                 if ds.name is None:
                     ds.set_name(name)
                 ds = ds.copy(ds)
-                ds.context.execution_options = self._resolve_execution_options(name)
+                options = self._resolve_execution_options(name)
+                options.preserve_order = True  # batches in the dataset's order: the same seed, the same epochs
+                ds.context.execution_options = options
                 if world_size == 1:  # nothing to split: a plain iterator, no coordinator actor per dataset
                     output[0][name] = ds.iterator()
                     continue
