@@ -121,20 +121,18 @@ def decoded_source(dataset: Any, clip: Any, *, seed: int = 0):
     return TensorSource(tx, ty, vx, vy, list(dataset.classes), sampling_rate=clip.sampling_rate)
 
 
-def run_search(source: Any, out: Path, *, frames: int, size: int, t_max: float, seed: int = 0,
-               options: dict[str, Any]) -> Any:
-    """The ``parsec`` strategy on ``source`` with its outputs under ``out`` (resumed when there)."""
+def run_search(source: Any, request: SearchRequest) -> Any:
+    """The ``parsec`` strategy's ``request`` on ``source``, its outputs under ``request.out_dir`` (resumed when
+    there)."""
     from e3d.search_io import read_outcome, write_outcome
 
-    done = read_outcome(out)
+    done = read_outcome(request.out_dir)
     if done is not None:
         return done
-    request = SearchRequest(budget=Budget(flops=t_max), clip=Clip(frames, size), seed=seed, options=options,
-                            out_dir=str(out), num_classes=source.num_classes)
     strategy = get_strategy("parsec")
     strategy.check(request)
     outcome = strategy.search(request, SearchContext(dataset=source, trainer=RayTrainer()))
-    write_outcome(out, outcome)
+    write_outcome(request.out_dir, outcome)
     return outcome
 
 
@@ -157,8 +155,7 @@ def table1(settings: Table1Settings) -> dict[str, Any]:
     decode_s = time.perf_counter() - t0
     rows = []
     for beta in s.betas:
-        outcome = run_search(source, out / f"beta-{beta:g}", frames=s.frames, size=s.size, t_max=s.t_max,
-                             seed=s.seed, options=s.search_options(beta))
+        outcome = run_search(source, s.search_request(beta, out / f"beta-{beta:g}"))
         h = outcome.history
         rows.append({"beta": beta, "t_min_gflops": s.t_min / 1e9, "t_max_gflops": s.t_max / 1e9,
                      "mode_gflops": outcome.extra["mode_gflops"], "expected_gflops": outcome.extra["expected_gflops"],

@@ -135,15 +135,16 @@ def _checkpoint_folders(fs: Any, run_dir: str) -> list[str]:
 
 def finished_checkpoint(fs: Any, run_dir: str, epochs: int) -> str | None:
     """The run's final checkpoint when it is done: ``epochs`` epochs trained and the multi-view evaluation
-    reported (the latest checkpoint, reported as final at that epoch, and it verifies); else None. Call it after
-    :func:`repair_run`. A rerun reads such a run back instead of starting Ray Train to report it again."""
+    reported (the latest checkpoint, reported as final at that epoch); else None. Call it after :func:`repair_run`,
+    which has set aside every checkpoint that does not verify (and :func:`load_state` checks it again on reading).
+    A rerun reads such a run back instead of starting Ray Train to report it again."""
     metas = [(meta, folder) for folder in _checkpoint_folders(fs, run_dir)
              if (meta := read_meta(folder, fs)) is not None]
     if not metas:
         return None
     meta, folder = max(metas, key=lambda mf: _checkpoint_order(mf[0], mf[1]))
     done = int(meta.get("epoch", -1)) == int(epochs) and bool((meta.get("metrics") or {}).get("is_final"))
-    return folder if done and verify_checkpoint(folder, fs) is None else None
+    return folder if done else None
 
 
 def _set_aside(fs: Any, path: str) -> str:
