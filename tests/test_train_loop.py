@@ -41,11 +41,13 @@ def first(ray_cluster, source, tmp_path_factory):
 
 def test_the_same_seed_gives_the_same_training_passes(ray_cluster):
     """Order and noise of every pass over train() come from the seed and the pass's index: two sources with the
-    same seed give the same epochs, each epoch differs from the one before, another seed differs."""
+    same seed give the same epochs, each epoch differs from the one before, another seed differs. (Read in the
+    dataset's order, as training reads it: without preserve_order a loaded machine may reorder blocks.)"""
     def passes(seed, n=2):
         src = TensorSource.synthetic(num_classes=4, n_train=32, n_val=8, frames=2, size=8, seed=3)
         src.seed = seed
         ds = src.train()
+        ds.context.execution_options.preserve_order = True  # as Train's ingest (ingest_config) runs it
         return [[b["clip"].tobytes() + b["label"].tobytes() for b in ds.iter_batches(batch_size=8)] for _ in range(n)]
 
     first, again, other = passes(7), passes(7), passes(8)
